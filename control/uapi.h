@@ -1,0 +1,78 @@
+// The cross-platform userspace configuration protocol (wireguard.com/xplatform, "UAPI"):
+// parsing of `set=1` bodies into a validated change set, and serialisation of `get=1`
+// replies. Pure functions: no sockets, no device. A set is parsed completely before anything
+// is applied, so a bad line rejects the whole set and changes nothing.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "crypto/primitives.h"
+#include "dataplane/ip.h"
+
+namespace meshwg::control {
+
+struct AllowedIpChange {
+  dataplane::IpPrefix prefix;
+  bool remove = false;  // "allowed_ip=-a.b.c.d/n"
+};
+
+struct PeerChange {
+  crypto::PublicKey public_key{};
+  bool remove = false;
+  bool update_only = false;
+  std::optional<crypto::Key> preshared_key;  // all-zero = remove the PSK
+  std::optional<dataplane::Endpoint> endpoint;
+  std::optional<uint16_t> persistent_keepalive;  // seconds, 0 = off
+  bool replace_allowed_ips = false;
+  std::vector<AllowedIpChange> allowed_ips;  // in order
+};
+
+struct SetRequest {
+  std::optional<crypto::Key> private_key;  // all-zero = remove the key
+  std::optional<uint16_t> listen_port;
+  std::optional<uint32_t> fwmark;
+  bool replace_peers = false;
+  std::vector<PeerChange> peers;  // in order; the same key may appear twice
+};
+
+struct ParseError {
+  int errno_value = 0;  // positive errno (EINVAL, EPROTO, ...)
+  size_t line = 0;      // 1-based line number in the set body
+  std::string message;  // names the key and what is wrong with it
+};
+
+// Parses the lines of a set body (everything after "set=1\n", without the terminating empty
+// line). Returns the request, or sets err and returns nullopt.
+std::optional<SetRequest> parse_set(std::string_view body, ParseError& err);
+
+struct PeerSnapshot {
+  crypto::PublicKey public_key{};
+  crypto::Key preshared_key;  // zero when none
+  std::optional<dataplane::Endpoint> endpoint;
+  int64_t last_handshake_sec = 0;
+  int64_t last_handshake_nsec = 0;
+  uint64_t rx_bytes = 0;
+  uint64_t tx_bytes = 0;
+  uint16_t persistent_keepalive = 0;
+  std::vector<dataplane::IpPrefix> allowed_ips;
+};
+
+struct DeviceSnapshot {
+  std::optional<crypto::Key> private_key;
+  uint16_t listen_port = 0;
+  uint32_t fwmark = 0;
+  std::vector<PeerSnapshot> peers;
+};
+
+// The get reply body (key=value lines), without the trailing "errno=0\n\n".
+std::string serialize_get(const DeviceSnapshot& snap);
+
+// Lowercase hex of 32 bytes, and the strict reverse (64 hex chars, either case).
+std::string to_hex(std::span<const uint8_t, 32> key);
+bool from_hex(std::string_view s, std::span<uint8_t, 32> out);
+
+}  // namespace meshwg::control

@@ -1,0 +1,36 @@
+// Per-source token bucket for handshake initiations under load (as wireguard-go's
+// ratelimiter and the kernel's ratelimiter.c): 20 packets/s per source IP, burst 5, keyed by
+// the IPv4 address or the IPv6 /64. Memory is bounded: at most kMaxEntries sources; stale
+// entries are collected every second. Sans-I/O: the caller passes the time.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <unordered_map>
+
+#include "dataplane/ip.h"
+
+namespace meshwg::dataplane {
+
+class RateLimiter {
+ public:
+  using Instant = std::chrono::steady_clock::time_point;
+  static constexpr uint64_t kPacketsPerSecond = 20;
+  static constexpr uint64_t kBurst = 5;
+  static constexpr size_t kMaxEntries = 1 << 16;
+
+  // True if a packet from ip may be processed now (consumes one token).
+  [[nodiscard]] bool allow(const IpAddress& ip, Instant now);
+  size_t size() const { return table_.size(); }
+
+ private:
+  struct Entry {
+    Instant last;
+    int64_t tokens;  // in nanoseconds of "cost", as wireguard-go
+  };
+  void collect(Instant now);
+  std::unordered_map<std::string, Entry> table_;
+  Instant last_gc_{};
+};
+
+}  // namespace meshwg::dataplane
