@@ -1,0 +1,246 @@
+// The WireGuard device: peers, cryptokey routing, the index table, the handshake worker, the
+// timers and the packet paths (whitepaper §2-§6; kernel device.c/send.c/receive.c/timers.c).
+//
+// Threads and queues (issue 3 layout; the parallel worker pipeline replaces the inline
+// crypto later):
+//
+//   tun_loop      (1 thread)        TUN read ─► allowed-IPs ─► keypair+nonce ─► seal ─► Bind::send
+//   receive_loop  (1 per socket)    Bind::receive ─► classify ─┬─► transport: open ─► replay ─► src check ─► TUN write
+//                                                              └─► handshake_queue_ (bounded)
+//   handshake_loop (1 thread)       handshake_queue_ ─► mac1/cookie/ratelimit ─► noise ─► Bind::send
+//   timer_loop    (1 thread)        timer heap ─► retransmit / keepalive / new handshake / zero keys
+//   configuration (UAPI thread)     with_config() under config_mu_ exclusive
+//
+// handshake_queue_: multi producer (receive loops) / single consumer (handshake_loop).
+// Locking: config_mu_ (shared_mutex) guards peers_, allowed_ips_, identity_, the cookie
+// checker and the listen port; packet paths hold it shared. Then Peer::mu, then index_mu_.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <random>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "crypto/cookie.h"
+#include "crypto/noise.h"
+#include "dataplane/allowedips.h"
+#include "dataplane/bind.h"
+#include "dataplane/messages.h"
+#include "dataplane/peer.h"
+#include "dataplane/ratelimiter.h"
+#include "tun/tun.h"
+
+namespace meshwg::dataplane {
+
+// Time source, injectable so tests can move time (rekey, expiry, cookies).
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  virtual Instant now() = 0;
+  virtual WallTime wall() = 0;
+};
+
+class SystemClock final : public Clock {
+ public:
+  Instant now() override { return std::chrono::steady_clock::now(); }
+  WallTime wall() override { return std::chrono::system_clock::now(); }
+};
+
+// Every reason the data plane drops a packet. Each has a counter.
+enum class Drop : uint8_t {
+  kMalformedMessage,     // wrong type word or length for its type
+  kUnknownIndex,         // receiver index matches no session or handshake
+  kDecryptFailed,        // transport tag did not verify
+  kReplayed,             // counter seen before or too old for the window
+  kKeypairExpired,       // received on a keypair past REJECT_AFTER_TIME / MESSAGES
+  kBadInnerPacket,       // decrypted payload is not a valid IPv4/IPv6 packet
+  kSourceNotAllowed,     // inner source address not in the peer's allowed IPs
+  kNoRoute,              // outgoing destination in nobody's allowed IPs
+  kNoEndpoint,           // peer has no endpoint yet
+  kStagedOverflow,       // more than kMaxStagedPackets waiting for a handshake
+  kHandshakeQueueFull,   // handshake queue at kMaxQueuedHandshakes
+  kInvalidMac1,          // handshake message without a valid mac1
+  kCookieSent,           // under load without a valid mac2: answered with a cookie
+  kRateLimited,          // under load, source over its handshake rate
+  kHandshakeFailed,      // noise processing failed (bad key, replayed timestamp, flood)
+  kCookieReplyInvalid,   // cookie reply that does not verify
+  kTunWriteFailed,
+  kUdpSendFailed,
+  kNoKey,                // device has no private key
+  kTooBig,               // packet larger than the buffer
+  kCount,
+};
+const char* drop_name(Drop d);
+
+class Device {
+ public:
+  Device(tun::Tun& tun, Bind& bind, Clock& clock);
+  ~Device();
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  // Brings the device up: opens the bind on the configured port and starts the packet
+  // threads. With timer_thread=false, tests drive the timers with tick().
+  [[nodiscard]] bool start(bool timer_thread = true);
+  void stop();  // idempotent; joins every thread
+  bool running() const { return running_; }
+
+  // Runs every timer due at clock.now() (the timer thread calls this).
+  void tick();
+
+  // ---- configuration (the UAPI's operations) ----
+  // Runs fn with config_mu_ held exclusively: every *_locked call below must happen inside.
+  // fn returns 0 or a positive errno, which with_config returns.
+  int with_config(const std::function<int()>& fn);
+  // Runs fn with config_mu_ held shared (for snapshots).
+  void with_config_shared(const std::function<void()>& fn);
+
+  [[nodiscard]] bool set_private_key_locked(std::span<const uint8_t, 32> priv);  // zero = clear
+  [[nodiscard]] int set_listen_port_locked(uint16_t port);  // 0 or positive errno
+  [[nodiscard]] int set_fwmark_locked(uint32_t mark);
+  Peer* find_peer_locked(const crypto::PublicKey& pk);
+  // Creates a peer; nullptr when the key equals our own public key (ignored, as
+  // wireguard-go) or the peer limit is reached.
+  Peer* add_peer_locked(const crypto::PublicKey& pk);
+  void remove_peer_locked(Peer* p);
+  void remove_all_peers_locked();
+  void set_preshared_key_locked(Peer* p, std::span<const uint8_t, 32> psk);
+  void set_endpoint_locked(Peer* p, const Endpoint& e);
+  void set_persistent_keepalive_locked(Peer* p, uint16_t seconds);
+  void clear_allowed_ips_locked(Peer* p);
+  void add_allowed_ip_locked(Peer* p, const IpPrefix& prefix);
+  void remove_allowed_ip_locked(Peer* p, const IpPrefix& prefix);
+
+  // Read-only views, with config_mu_ held (shared or exclusive).
+  const crypto::LocalStatic& identity_locked() const { return identity_; }
+  uint16_t listen_port_locked() const { return listen_port_; }
+  uint32_t fwmark_locked() const { return fwmark_; }
+  void for_each_peer_locked(const std::function<void(Peer&)>& fn);
+  void for_each_allowed_ip_locked(Peer* p, const std::function<void(const IpPrefix&)>& fn);
+
+  uint64_t drops(Drop d) const { return drops_[size_t(d)].load(std::memory_order_relaxed); }
+  size_t peer_count();
+
+  // Test hooks: force the under-load state (cookie replies) regardless of queue length.
+  void force_under_load(bool on) { force_under_load_ = on; }
+
+ private:
+  struct IndexEntry {
+    std::shared_ptr<Peer> peer;
+    std::shared_ptr<Keypair> keypair;  // null: the index names an in-progress handshake
+  };
+  struct QueuedHandshake {
+    std::vector<uint8_t> data;
+    Endpoint from;
+  };
+  struct TimerEntry {
+    Instant when;
+    std::shared_ptr<Peer> peer;
+    Timer timer;
+    bool operator>(const TimerEntry& o) const { return when > o.when; }
+  };
+
+  // threads
+  void tun_loop();
+  void receive_loop(int i);
+  void handshake_loop();
+  void timer_loop();
+
+  // send.cc
+  // buf holds the plaintext at buf+kTransportHeaderSize and has room for padding and tag.
+  void send_packet(Peer& peer, uint8_t* buf, size_t len);
+  size_t seal_packet(Keypair& kp, uint64_t nonce, uint8_t* buf, size_t len);
+  void send_staged_locked(Peer& peer, std::unique_lock<std::mutex>& lk);
+  void send_keepalive_locked(Peer& peer, std::unique_lock<std::mutex>& lk);
+  void send_initiation_locked(Peer& peer, bool is_retry);
+  void send_to_peer_locked(Peer& peer, std::span<const uint8_t> msg);
+  void keep_key_fresh_send_locked(Peer& peer);
+
+  // receive.cc
+  void on_datagram(std::span<uint8_t> data, const Endpoint& from);
+  void on_transport(std::span<uint8_t> data, const Endpoint& from);
+  void on_handshake_message(std::vector<uint8_t>& data, const Endpoint& from, bool under_load);
+  void consume_initiation(std::span<uint8_t> data, const Endpoint& from);
+  void consume_response(std::span<uint8_t> data, const Endpoint& from);
+  void consume_cookie_reply(std::span<const uint8_t> data);
+  bool received_with_keypair_locked(Peer& peer, const std::shared_ptr<Keypair>& kp);
+  void keep_key_fresh_receive_locked(Peer& peer);
+
+  // handshake helpers (device.cc)
+  std::shared_ptr<Keypair> install_session_locked(Peer& peer, crypto::SessionKeys& keys);
+  void clear_keypairs_locked(Peer& peer);
+  void clear_handshake_locked(Peer& peer);
+  uint32_t new_index_locked(Peer& peer, std::shared_ptr<Keypair> kp);  // takes index_mu_
+  void drop_index(uint32_t index);
+
+  // timers.cc
+  void timer_set_locked(Peer& peer, Timer t, Instant when);
+  void timer_del_locked(Peer& peer, Timer t);
+  bool timer_pending_locked(Peer& peer, Timer t) const;
+  void timer_fire_locked(Peer& peer, Timer t, std::unique_lock<std::mutex>& lk);
+  std::chrono::milliseconds jitter();
+  void timers_data_sent_locked(Peer& peer);
+  void timers_data_received_locked(Peer& peer);
+  void timers_any_authenticated_packet_sent_locked(Peer& peer);
+  void timers_any_authenticated_packet_received_locked(Peer& peer);
+  void timers_any_authenticated_packet_traversal_locked(Peer& peer);
+  void timers_handshake_initiated_locked(Peer& peer);
+  void timers_handshake_complete_locked(Peer& peer);
+  void timers_session_derived_locked(Peer& peer);
+
+  void count(Drop d) { drops_[size_t(d)].fetch_add(1, std::memory_order_relaxed); }
+  void log_drop(Drop d, const Endpoint* from);
+
+  tun::Tun& tun_;
+  Bind& bind_;
+  Clock& clock_;
+
+  std::shared_mutex config_mu_;
+  crypto::LocalStatic identity_;
+  crypto::CookieChecker cookie_checker_;
+  uint16_t listen_port_ = 0;
+  uint32_t fwmark_ = 0;
+  std::unordered_map<std::string, std::shared_ptr<Peer>> peers_;  // key: raw public key bytes
+  AllowedIps allowed_ips_;
+
+  std::mutex index_mu_;
+  std::unordered_map<uint32_t, IndexEntry> index_;
+
+  std::mutex hs_mu_;
+  std::condition_variable hs_cv_;
+  std::deque<QueuedHandshake> handshake_queue_;
+  Instant last_under_load_{};
+  bool was_under_load_ = false;
+  RateLimiter ratelimiter_;  // handshake thread only
+  std::atomic<bool> force_under_load_{false};
+
+  std::mutex timer_mu_;
+  std::condition_variable timer_cv_;
+  std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timer_heap_;
+
+  std::mutex rng_mu_;
+  std::mt19937 rng_;
+
+  std::atomic<int> mtu_{1420};  // refreshed from the TUN every second: padding cap
+  std::atomic<bool> running_{false};
+  bool bind_open_ = false;
+  bool timer_thread_ = true;
+  std::vector<std::thread> threads_;
+  std::array<std::atomic<uint64_t>, size_t(Drop::kCount)> drops_{};
+  std::atomic<int64_t> last_drop_log_ns_{0};
+};
+
+}  // namespace meshwg::dataplane

@@ -1,0 +1,89 @@
+// A WireGuard peer and its keypairs (whitepaper §5.4.6 and §6; kernel peer.h, noise.h):
+// static identity, handshake state, the current/previous/next keypairs, endpoint, staged
+// packets, timer deadlines and counters.
+//
+// Locking: Peer::mu guards every non-atomic field below it. It is taken briefly by the TUN
+// reader (to fetch the current keypair), the UDP receivers (after a packet authenticated),
+// the handshake worker and the timer thread; crypto never runs under it. Lock order:
+// Device::config_mu_ (shared or exclusive) → Peer::mu → Device::index_mu_.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "crypto/cookie.h"
+#include "crypto/noise.h"
+#include "crypto/replay.h"
+#include "dataplane/ip.h"
+
+namespace meshwg::dataplane {
+
+using Instant = std::chrono::steady_clock::time_point;
+using WallTime = std::chrono::system_clock::time_point;
+
+class Peer;
+
+// Transport keys from one handshake. The send counter is the nonce; it only grows.
+struct Keypair {
+  crypto::Key send_key;
+  crypto::Key recv_key;
+  std::atomic<uint64_t> send_counter{0};
+  std::mutex replay_mu;  // guards replay (receivers of one keypair may run concurrently)
+  crypto::ReplayFilter replay;
+  uint32_t local_index = 0;
+  uint32_t remote_index = 0;
+  bool initiator = false;
+  Instant created{};
+  Peer* peer = nullptr;  // valid while the index entry (which holds the peer) is held
+};
+
+enum class Timer : uint8_t {
+  kRetransmitHandshake,
+  kSendKeepalive,
+  kNewHandshake,
+  kZeroKeyMaterial,
+  kPersistentKeepalive,
+  kCount,
+};
+
+class Peer : public std::enable_shared_from_this<Peer> {
+ public:
+  explicit Peer(const crypto::PublicKey& pk) : public_key(pk) {}
+
+  const crypto::PublicKey public_key;
+  std::atomic<uint64_t> rx_bytes{0};
+  std::atomic<uint64_t> tx_bytes{0};
+  std::atomic<bool> removed{false};
+
+  std::mutex mu;
+  // --- guarded by mu ---
+  crypto::Handshake handshake;
+  crypto::CookieGenerator cookie;
+  crypto::Key preshared_key;
+  std::shared_ptr<Keypair> current, previous, next;
+  Endpoint endpoint;
+  std::deque<std::vector<uint8_t>> staged;  // at most kMaxStagedPackets, oldest dropped
+  uint16_t persistent_keepalive = 0;        // seconds, 0 = off
+  WallTime last_handshake{};                // wall time of the last completed handshake
+  Instant last_sent_handshake{};            // rate-limits initiations to one per REKEY_TIMEOUT
+  bool sent_handshake_ever = false;
+  Instant last_initiation_consumed{};       // flood guard: at most 50 initiations/s consumed
+  bool consumed_initiation_ever = false;
+  uint32_t handshake_index = 0;             // index-table entry of the in-progress handshake
+  int handshake_attempts = 0;
+  bool need_another_keepalive = false;
+  bool sent_lastminute_handshake = false;
+  // Timer deadlines; nullopt = not pending. The device's timer heap holds at most one entry
+  // per (peer, timer) at a time (queued[t]); a deadline moved later is found when it fires.
+  std::array<std::optional<Instant>, size_t(Timer::kCount)> deadline{};
+  std::array<std::optional<Instant>, size_t(Timer::kCount)> queued{};
+};
+
+}  // namespace meshwg::dataplane
