@@ -6,8 +6,8 @@
 
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <span>
+#include <unordered_map>
 
 #include "dataplane/ip.h"
 
@@ -35,11 +35,28 @@ class AllowedIps {
   void for_each(Peer* peer, const std::function<void(const IpPrefix&)>& fn) const;
   size_t size() const;  // number of prefixes
 
+  // For tests and fuzzing: trie nodes allocated (prefixes plus branch-only nodes; at most
+  // 2 * size() - 1), and a full walk checking every structural invariant.
+  size_t node_count() const { return nodes_; }
+  bool self_check() const;
+
  private:
   struct Node;
-  std::unique_ptr<Node> root4_;
-  std::unique_ptr<Node> root6_;
+  Node*& root(uint8_t family) { return family == 4 ? root4_ : root6_; }
+  Node* new_node(const Node& init);
+  void delete_node(Node* n);
+  void set_peer(Node* n, Peer* peer);
+  void unlink_peer(Node* n);
+  void remove_node(Node* n);
+  Node* find_exact(uint8_t family, const IpPrefix& prefix) const;
+
+  Node* root4_ = nullptr;
+  Node* root6_ = nullptr;
+  // Head of each peer's intrusive list of nodes, so remove_by_peer and for_each cost
+  // O(prefixes of that peer) rather than a walk of the whole table (as the kernel's peer_list).
+  std::unordered_map<Peer*, Node*> by_peer_;
   size_t size_ = 0;
+  size_t nodes_ = 0;
 };
 
 }  // namespace meshwg::dataplane

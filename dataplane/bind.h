@@ -12,16 +12,18 @@ namespace meshwg::dataplane {
 
 class Bind {
  public:
+  static constexpr long kClosed = -2;
   virtual ~Bind() = default;
   // Opens the sockets on port (0 = any), replacing open ones only on success. Returns the
   // bound port, or -errno.
   virtual int open(uint16_t port) = 0;
-  // Closes the sockets for good and unblocks every receive() (which then returns 0).
+  // Closes the sockets for good and unblocks every receive() (which then returns kClosed).
   virtual void close() = 0;
   // How many receive loops the device should run (one per socket); receive(i, ...) for each.
   virtual int receivers() const = 0;
-  // Blocks until a datagram arrives on receiver i. Returns its length, 0 once closed, -1 on
-  // a transient error (the caller retries). from.local is the address it arrived on.
+  // Blocks until a datagram arrives on receiver i. Returns its length (0 is a valid, empty
+  // datagram), kClosed once closed, -1 on a transient error (the caller retries).
+  // from.local is the address it arrived on.
   virtual long receive(int i, std::span<uint8_t> buf, Endpoint& from) = 0;
   // Sends one datagram. Returns false on failure (the caller counts a drop). May clear
   // to.local when the sticky source address no longer exists.

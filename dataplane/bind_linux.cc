@@ -122,11 +122,11 @@ void LinuxBind::close() {
 
 long LinuxBind::receive(int i, std::span<uint8_t> buf, Endpoint& from) {
   for (;;) {
-    if (closed_) return 0;
+    if (closed_) return kClosed;
     const int fd = i == 0 ? fd4_.load() : fd6_.load();
     pollfd pfd[2] = {{wake_[0], POLLIN, 0}, {fd, POLLIN, 0}};
     const int r = ::poll(pfd, fd >= 0 ? 2 : 1, 200);
-    if (closed_) return 0;
+    if (closed_) return kClosed;
     if (r < 0 && errno != EINTR) return -1;
     if (fd < 0 || !(pfd[1].revents & POLLIN)) continue;
     sockaddr_storage ss{};

@@ -131,9 +131,11 @@ bool Device::set_private_key_locked(std::span<const uint8_t, 32> priv) {
   for (auto& [k, p] : peers_) {
     std::lock_guard plk(p->mu);
     (void)p->handshake.set_keys(identity_, p->public_key, p->preshared_key.span());
-    // Sessions keyed by the old identity are dropped; the next packet starts a handshake.
+    // Sessions keyed by the old identity are dropped; the next packet starts a handshake at
+    // once, not after the usual one-per-REKEY_TIMEOUT pause (netns.sh test 8).
     clear_keypairs_locked(*p);
     clear_handshake_locked(*p);
+    p->sent_handshake_ever = false;
   }
   return true;
 }
@@ -367,7 +369,7 @@ void Device::receive_loop(int i) {
   while (running_) {
     Endpoint from;
     const long n = bind_.receive(i, {buf.data(), buf.size()}, from);
-    if (n == 0) break;
+    if (n == Bind::kClosed) break;
     if (n < 0) continue;
     on_datagram({buf.data(), size_t(n)}, from);
   }

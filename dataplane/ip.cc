@@ -25,6 +25,8 @@ IpAddress IpAddress::v6(const uint8_t* b) {
 
 std::optional<IpAddress> IpAddress::parse(std::string_view s) {
   if (s.empty() || s.size() > INET6_ADDRSTRLEN) return std::nullopt;
+  // inet_pton stops at a NUL, so "1.2.3.4\0junk" would otherwise be accepted.
+  if (s.find('\0') != std::string_view::npos) return std::nullopt;
   char buf[INET6_ADDRSTRLEN + 1];
   std::memcpy(buf, s.data(), s.size());
   buf[s.size()] = 0;
@@ -145,7 +147,10 @@ std::optional<Endpoint> Endpoint::parse(std::string_view s) {
   if (const auto pct = host.find('%'); pct != std::string_view::npos) {
     scope = host.substr(pct + 1);
     host = host.substr(0, pct);
-    if (scope.empty() || scope.size() >= IF_NAMESIZE) return std::nullopt;
+    // A NUL would end the name early for if_nametoindex and accept trailing garbage.
+    if (scope.empty() || scope.size() >= IF_NAMESIZE ||
+        scope.find('\0') != std::string_view::npos)
+      return std::nullopt;
   }
   auto a = IpAddress::parse(host);
   if (!a) return std::nullopt;
