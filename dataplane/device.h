@@ -136,6 +136,9 @@ class Device {
 
   // Test hooks: force the under-load state (cookie replies) regardless of queue length.
   void force_under_load(bool on) { force_under_load_ = on; }
+  // Fuzzing hook: processes one datagram on the caller's thread, handshakes included (no
+  // queue), so a fuzz input's effects are deterministic. The device need not be started.
+  void receive_now(std::span<uint8_t> data, const Endpoint& from, bool under_load);
 
  private:
   struct IndexEntry {

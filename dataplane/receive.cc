@@ -37,6 +37,18 @@ void Device::on_datagram(std::span<uint8_t> data, const Endpoint& from) {
   hs_cv_.notify_one();
 }
 
+void Device::receive_now(std::span<uint8_t> data, const Endpoint& from, bool under_load) {
+  const uint32_t type = classify(data.data(), data.size());
+  if (type == 0) {
+    count(Drop::kMalformedMessage);
+  } else if (type == uint32_t(MessageType::kTransport)) {
+    on_transport(data, from);
+  } else {
+    std::vector<uint8_t> copy(data.begin(), data.end());
+    on_handshake_message(copy, from, under_load);
+  }
+}
+
 void Device::on_transport(std::span<uint8_t> data, const Endpoint& from) {
   const uint32_t receiver = load_le32(data.data() + 4);
   const uint64_t counter = load_le64(data.data() + 8);
