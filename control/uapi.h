@@ -15,6 +15,13 @@
 
 namespace meshwg::control {
 
+// Bounds on a set body. The server enforces them while reading (longer line: connection
+// closed; more lines or bytes: EINVAL); parse_set repeats the line checks for other callers.
+// 2^20 lines comfortably hold netns.sh's 130,561 allowed IPs on one peer.
+inline constexpr size_t kMaxLineLength = 4096;       // bytes, without the '\n'
+inline constexpr size_t kMaxSetLines = size_t{1} << 20;
+inline constexpr size_t kMaxSetBytes = size_t{64} << 20;
+
 struct AllowedIpChange {
   dataplane::IpPrefix prefix;
   bool remove = false;  // "allowed_ip=-a.b.c.d/n"
@@ -46,7 +53,9 @@ struct ParseError {
 };
 
 // Parses the lines of a set body (everything after "set=1\n", without the terminating empty
-// line). Returns the request, or sets err and returns nullopt.
+// line; a final '\n' is optional). Returns the request, or sets err and returns nullopt.
+// Errors: EPROTO for a line without '=' or an empty line; EINVAL for everything else (unknown
+// key, interface key after public_key, bad value, bounds). Messages never contain secrets.
 std::optional<SetRequest> parse_set(std::string_view body, ParseError& err);
 
 struct PeerSnapshot {

@@ -6,7 +6,10 @@
 // time, with a read timeout, so a stuck client cannot hold the device's configuration).
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <string>
 #include <thread>
@@ -39,10 +42,19 @@ class UapiServer {
   // Set when the socket file was deleted by someone else (wireguard-go exits then).
   bool socket_removed() const;
 
-  // Serves one connection on fd until EOF/error (exposed for tests and fuzzing).
+  // Serves one connection on fd until EOF/error (exposed for tests and fuzzing). fd must be a
+  // stream socket; serve() does not close it. Never throws.
   void serve(int fd);
 
+  // How long a connection may stay silent (between or inside requests) before it is closed.
+  // Default 5 s; call before start().
+  void set_idle_timeout(std::chrono::milliseconds t) { idle_timeout_ = t; }
+
  private:
+  void accept_loop();
+  void serve_ops(int fd);
+  bool log_allowed();
+
   std::string ifname_;
   std::string dir_;
   std::string path_;
@@ -51,6 +63,14 @@ class UapiServer {
   int stop_pipe_[2] = {-1, -1};
   std::thread thread_;
   std::atomic<bool> running_{false};
+  std::chrono::milliseconds idle_timeout_{5000};
+  // Identity of the socket file we bound, for socket_removed() and a safe unlink in stop().
+  dev_t sock_dev_ = 0;
+  ino_t sock_ino_ = 0;
+  bool have_sock_ = false;
+  // Warning rate limit (server thread only): at most kLogBurst per 10 s window.
+  std::chrono::steady_clock::time_point log_window_{};
+  int log_count_ = 0;
 };
 
 }  // namespace meshwg::control
