@@ -176,7 +176,8 @@ void AllowedIps::insert(const IpPrefix& prefix, Peer* peer) {
   *slot = glue;
 }
 
-AllowedIps::Node* AllowedIps::find_exact(uint8_t family, const IpPrefix& prefix) const {
+AllowedIps::Node* AllowedIps::find_exact(const IpPrefix& prefix) const {
+  const uint8_t family = prefix.addr.family;
   const unsigned maxbits = max_bits(family);
   if (maxbits == 0 || prefix.cidr > maxbits) return nullptr;
   const unsigned cidr = prefix.cidr;
@@ -217,7 +218,7 @@ void AllowedIps::remove_node(Node* n) {
 
 bool AllowedIps::remove(const IpPrefix& prefix, Peer* peer) {
   if (peer == nullptr) return false;
-  Node* n = find_exact(prefix.addr.family, prefix);
+  Node* n = find_exact(prefix);
   if (!n || n->peer != peer) return false;
   remove_node(n);
   return true;

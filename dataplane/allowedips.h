@@ -48,7 +48,7 @@ class AllowedIps {
   void set_peer(Node* n, Peer* peer);
   void unlink_peer(Node* n);
   void remove_node(Node* n);
-  Node* find_exact(uint8_t family, const IpPrefix& prefix) const;
+  Node* find_exact(const IpPrefix& prefix) const;
 
   Node* root4_ = nullptr;
   Node* root6_ = nullptr;
