@@ -146,7 +146,7 @@ void hmac_blake2s(std::span<uint8_t, 32> out, ByteSpan key, ByteSpan in) noexcep
   wipe(inner, sizeof(inner));
 }
 
-void kdf(std::span<const uint8_t, 32> key, ByteSpan input, uint8_t* t1, uint8_t* t2,
+void kdf(ByteSpan key, ByteSpan input, uint8_t* t1, uint8_t* t2,
          uint8_t* t3) noexcept {
   uint8_t prk[32];
   uint8_t t[33];

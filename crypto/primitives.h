@@ -68,14 +68,17 @@ void x25519_clamp(std::span<uint8_t, 32> priv) noexcept;
 // dst must hold src.size() + 16. dst may equal src (in place).
 void aead_seal(uint8_t* dst, ByteSpan src, uint64_t counter, ByteSpan ad,
                std::span<const uint8_t, 32> key) noexcept;
-// src includes the 16-byte tag; dst must hold src.size() - 16. Nothing is written unless the
-// tag verifies... (libsodium decrypts only after verification). Returns false on failure.
+// src includes the 16-byte tag; dst must hold src.size() - 16 (may be null when that is 0).
+// Returns false on failure. The tag is verified before anything is decrypted, and on failure
+// libsodium zero-fills dst: it never holds unauthenticated plaintext, but with dst == src
+// (in place) the ciphertext is gone after a failed open.
 [[nodiscard]] bool aead_open(uint8_t* dst, ByteSpan src, uint64_t counter, ByteSpan ad,
                              std::span<const uint8_t, 32> key) noexcept;
 
 // ---- XChaCha20-Poly1305 (cookie replies) ----
 void xaead_seal(uint8_t* dst, ByteSpan src, std::span<const uint8_t, 24> nonce, ByteSpan ad,
                 std::span<const uint8_t, 32> key) noexcept;
+// Same contract as aead_open (dst zero-filled on failure).
 [[nodiscard]] bool xaead_open(uint8_t* dst, ByteSpan src, std::span<const uint8_t, 24> nonce,
                               ByteSpan ad, std::span<const uint8_t, 32> key) noexcept;
 
@@ -102,8 +105,9 @@ class Blake2s {
 void hmac_blake2s(std::span<uint8_t, 32> out, ByteSpan key, ByteSpan in) noexcept;
 
 // WireGuard KDF_n(key, input) (whitepaper §5.4, HKDF with HMAC-BLAKE2s). Outputs that are
-// not needed may be null.
-void kdf(std::span<const uint8_t, 32> key, ByteSpan input, uint8_t* t1, uint8_t* t2 = nullptr,
+// not needed may be null. The handshake's key is always a 32-byte chaining key; any length
+// is accepted (as HMAC does) so the published KDF vectors with short keys apply directly.
+void kdf(ByteSpan key, ByteSpan input, uint8_t* t1, uint8_t* t2 = nullptr,
          uint8_t* t3 = nullptr) noexcept;
 
 }  // namespace meshwg::crypto
