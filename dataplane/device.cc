@@ -3,6 +3,8 @@
 // The thread layout is drawn in device.h.
 #include "dataplane/device.h"
 
+#include "crypto/aead.h"
+
 #include <spdlog/spdlog.h>
 
 #include <cerrno>
@@ -57,6 +59,11 @@ Device::~Device() {
 
 bool Device::start(bool timer_thread) {
   if (running_) return true;
+  const size_t crossover = crypto::calibrate_transport_aead();
+  if (crossover == SIZE_MAX)
+    spdlog::info("transport AEAD: libsodium for all sizes");
+  else
+    spdlog::info("transport AEAD: libsodium below {} bytes, OpenSSL from there", crossover);
   {
     std::unique_lock lk(config_mu_);
     const int port = bind_.open(listen_port_);

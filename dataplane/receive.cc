@@ -13,6 +13,7 @@
 
 #include <cstring>
 
+#include "crypto/aead.h"
 #include "dataplane/device.h"
 
 namespace meshwg::dataplane {
@@ -71,7 +72,7 @@ void Device::on_transport(std::span<uint8_t> data, const Endpoint& from) {
   }
   uint8_t* plain = data.data() + kTransportHeaderSize;
   const size_t sealed_len = data.size() - kTransportHeaderSize;
-  if (!crypto::aead_open(plain, {plain, sealed_len}, counter, {}, kp.recv_key.span())) {
+  if (!crypto::transport_open(plain, {plain, sealed_len}, counter, kp.recv_key.span())) {
     count(Drop::kDecryptFailed);
     log_drop(Drop::kDecryptFailed, &from);
     return;

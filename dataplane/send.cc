@@ -10,6 +10,7 @@
 
 #include <cstring>
 
+#include "crypto/aead.h"
 #include "dataplane/device.h"
 
 namespace meshwg::dataplane {
@@ -28,7 +29,7 @@ size_t Device::seal_packet(Keypair& kp, uint64_t nonce, uint8_t* buf, size_t len
   store_le32(buf, uint32_t(MessageType::kTransport));
   store_le32(buf + 4, kp.remote_index);
   store_le64(buf + 8, nonce);
-  crypto::aead_seal(plain, {plain, padded}, nonce, {}, kp.send_key.span());
+  crypto::transport_seal(plain, {plain, padded}, nonce, kp.send_key.span());
   return kTransportHeaderSize + padded + kTagSize;
 }
 
