@@ -2,7 +2,9 @@
 // with respect to packets and other sets; produces get snapshots.
 #include "control/device_uapi.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <tuple>
 #include <chrono>
 
 namespace meshwg::control {
@@ -74,6 +76,13 @@ DeviceSnapshot DeviceUapi::snapshot() {
       dev_.for_each_allowed_ip_locked(&p, [&](const dataplane::IpPrefix& pfx) {
         ps.allowed_ips.push_back(pfx);
       });
+      // A canonical order (IPv4 first, then by address and length) makes `wg showconf`
+      // output stable, so setconf(showconf) reproduces it byte for byte.
+      std::sort(ps.allowed_ips.begin(), ps.allowed_ips.end(),
+                [](const dataplane::IpPrefix& x, const dataplane::IpPrefix& y) {
+                  return std::tie(x.addr.family, x.addr.bytes, x.cidr) <
+                         std::tie(y.addr.family, y.addr.bytes, y.cidr);
+                });
       snap.peers.push_back(std::move(ps));
     });
   });

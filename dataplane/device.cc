@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -180,7 +181,7 @@ Peer* Device::add_peer_locked(const crypto::PublicKey& pk) {
   if (identity_.has_key && crypto::equal_ct(pk, identity_.public_key)) return nullptr;
   if (Peer* p = find_peer_locked(pk)) return p;
   if (peers_.size() >= kMaxPeers) return nullptr;
-  auto p = std::make_shared<Peer>(pk);
+  auto p = std::make_shared<Peer>(pk, next_peer_seq_++);
   p->cookie.init(pk);
   crypto::Key zero;
   (void)p->handshake.set_keys(identity_, pk, zero.span());
@@ -241,7 +242,12 @@ void Device::remove_allowed_ip_locked(Peer* p, const IpPrefix& prefix) {
 }
 
 void Device::for_each_peer_locked(const std::function<void(Peer&)>& fn) {
-  for (auto& [k, p] : peers_) fn(*p);
+  std::vector<Peer*> ordered;
+  ordered.reserve(peers_.size());
+  for (auto& [k, p] : peers_) ordered.push_back(p.get());
+  std::sort(ordered.begin(), ordered.end(),
+            [](const Peer* a, const Peer* b) { return a->created_seq < b->created_seq; });
+  for (Peer* p : ordered) fn(*p);
 }
 
 void Device::for_each_allowed_ip_locked(Peer* p,

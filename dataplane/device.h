@@ -128,6 +128,7 @@ class Device {
   const crypto::LocalStatic& identity_locked() const { return identity_; }
   uint16_t listen_port_locked() const { return listen_port_; }
   uint32_t fwmark_locked() const { return fwmark_; }
+  // In creation order (stable across calls, like the kernel's peer list).
   void for_each_peer_locked(const std::function<void(Peer&)>& fn);
   void for_each_allowed_ip_locked(Peer* p, const std::function<void(const IpPrefix&)>& fn);
 
@@ -218,6 +219,7 @@ class Device {
   uint32_t fwmark_ = 0;
   std::unordered_map<std::string, std::shared_ptr<Peer>> peers_;  // key: raw public key bytes
   AllowedIps allowed_ips_;
+  uint64_t next_peer_seq_ = 0;
 
   std::mutex index_mu_;
   std::unordered_map<uint32_t, IndexEntry> index_;

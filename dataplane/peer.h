@@ -55,9 +55,10 @@ enum class Timer : uint8_t {
 
 class Peer : public std::enable_shared_from_this<Peer> {
  public:
-  explicit Peer(const crypto::PublicKey& pk) : public_key(pk) {}
+  Peer(const crypto::PublicKey& pk, uint64_t seq) : public_key(pk), created_seq(seq) {}
 
   const crypto::PublicKey public_key;
+  const uint64_t created_seq;  // creation order: `wg show` lists peers in it, as the kernel does
   std::atomic<uint64_t> rx_bytes{0};
   std::atomic<uint64_t> tx_bytes{0};
   std::atomic<bool> removed{false};

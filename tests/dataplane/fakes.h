@@ -187,7 +187,7 @@ class FakeBind final : public dataplane::Bind {
     queue_.pop_front();
     from = src;
     const size_t n = std::min(data.size(), buf.size());
-    std::memcpy(buf.data(), data.data(), n);
+    if (n != 0) std::memcpy(buf.data(), data.data(), n);
     return long(n);
   }
   bool send(std::span<const uint8_t> data, Endpoint& to) override {

@@ -81,7 +81,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       dataplane::MessageInitiation init{};
       if (!hs.create_initiation(init, w.other, 99, crypto::tai64n_from(w.clock.wall()))) return 0;
       dataplane::MessageResponse resp{};
-      std::memcpy(&resp, msg.data(), std::min(msg.size(), sizeof(resp)));
+      if (!msg.empty()) std::memcpy(&resp, msg.data(), std::min(msg.size(), sizeof(resp)));
       crypto::SessionKeys keys;
       if (hs.consume_response(resp, w.other) && !hs.derive_session(keys)) __builtin_trap();
       break;

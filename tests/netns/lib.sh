@@ -1,0 +1,325 @@
+# shellcheck shell=bash
+# Shared helpers for the network-namespace tests (sourced, not run).
+#
+# What it gives a script:
+#   - namespaces with names unique to this run (mwg-<pid>-<suffix>) and a veth pair between two
+#     of them;
+#   - WireGuard daemons started in the foreground inside a namespace, for either
+#     implementation ("meshwg" = $MESHWG, "wireguard-go" = $WIREGUARD_GO), so every script can
+#     run meshwg<->wireguard-go or wireguard-go<->wireguard-go (IMPL1/IMPL2);
+#   - a cleanup trap on EXIT/INT/TERM that kills every process it started and every process
+#     left in its namespaces (daemonized ones included), deletes the namespaces, the UAPI
+#     sockets of the interfaces it named, and its temp dir, even when the script fails;
+#   - check/finish bookkeeping that prints PASS/FAIL per check and "N passed, M failed".
+#
+# Rules kept here: every loop is bounded in count and time; every external command that could
+# hang runs under `timeout`. A userspace daemon's UDP socket lives in the namespace the process
+# runs in, so each daemon runs inside its own namespace (ip netns exec). /var/run/wireguard is
+# NOT per namespace, so interface names must be unique across namespaces and concurrent runs:
+# use ifname_new.
+
+# Paths. Scripts live in tests/netns/, tools/ or benchmarks/, all one level below the root.
+REPO_ROOT=${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+MESHWG=${MESHWG:-$REPO_ROOT/build/tools/meshwg}
+WIREGUARD_GO=${WIREGUARD_GO:-$(command -v wireguard-go || echo /usr/bin/wireguard-go)}
+PY=${PY:-$(command -v /usr/bin/python3 || command -v python3)}
+# Daemon log level: meshwg understands error|info|debug; wireguard-go maps debug to verbose
+# and anything else it does not know to error.
+LOG_LEVEL=${LOG_LEVEL:-info}
+CMD_TIMEOUT=${CMD_TIMEOUT:-20}       # seconds for an ordinary command in a namespace
+DAEMON_MAX_S=${DAEMON_MAX_S:-1800}   # hard lifetime of a daemon even if cleanup never runs
+WG_RUN_DIR=/var/run/wireguard
+
+_LIB_PIDS=()
+_LIB_NETNS=()
+_LIB_IFNAMES=()
+_LIB_NEXT_IF=0
+PASSED=0
+FAILED=0
+WORKDIR=$(mktemp -d /tmp/meshwg-netns.XXXXXX)
+
+log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
+# die TEXT: a setup step failed; counts one failure, prints the summary and exits 1.
+die() {
+  echo "FAIL: $*"
+  FAILED=$((FAILED + 1))
+  finish
+}
+
+# --- cleanup -------------------------------------------------------------------------------
+
+_lib_kill_all() {
+  local sig=$1 pid ns
+  for pid in "${_LIB_PIDS[@]}"; do kill "-$sig" "$pid" 2>/dev/null || true; done
+  # Anything still running inside our namespaces is ours too (daemonized children, iperf3).
+  for ns in "${_LIB_NETNS[@]}"; do
+    for pid in $(timeout 5 ip netns pids "$ns" 2>/dev/null); do kill "-$sig" "$pid" 2>/dev/null || true; done
+  done
+}
+
+_lib_alive() {
+  local pid ns
+  for pid in "${_LIB_PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && return 0; done
+  for ns in "${_LIB_NETNS[@]}"; do
+    [[ -n $(timeout 5 ip netns pids "$ns" 2>/dev/null) ]] && return 0
+  done
+  return 1
+}
+
+_lib_cleanup() {
+  local rc=$? i ns ifn
+  set +e
+  trap - EXIT INT TERM
+  _lib_kill_all TERM
+  for ((i = 0; i < 50; i++)); do _lib_alive || break; sleep 0.1; done
+  _lib_kill_all KILL
+  for ((i = 0; i < 20; i++)); do _lib_alive || break; sleep 0.1; done
+  for ns in "${_LIB_NETNS[@]}"; do timeout 10 ip netns del "$ns" 2>/dev/null; done
+  for ifn in "${_LIB_IFNAMES[@]}"; do rm -f "$WG_RUN_DIR/$ifn.sock"; done
+  if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then log "kept $WORKDIR"; else rm -rf "$WORKDIR"; fi
+  exit "$rc"
+}
+trap _lib_cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+track_pid() { _LIB_PIDS+=("$1"); }
+
+# --- bounded waiting -----------------------------------------------------------------------
+
+# wait_for TRIES INTERVAL CMD...: runs CMD up to TRIES times, INTERVAL seconds apart, each
+# attempt under $CMD_TIMEOUT (shell functions, which timeout cannot run, must bound themselves;
+# the helpers here all do). Returns 0 as soon as CMD succeeds.
+wait_for() {
+  local tries=$1 interval=$2 i
+  shift 2
+  for ((i = 0; i < tries; i++)); do
+    if declare -F "$1" >/dev/null; then
+      "$@" >/dev/null 2>&1 && return 0
+    else
+      timeout "$CMD_TIMEOUT" "$@" >/dev/null 2>&1 && return 0
+    fi
+    sleep "$interval"
+  done
+  return 1
+}
+
+# wait_gone PID [TRIES]: waits (0.1 s steps) until PID has exited.
+wait_gone() {
+  local pid=$1 tries=${2:-50} i
+  for ((i = 0; i < tries; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# --- checks --------------------------------------------------------------------------------
+
+# check DESCRIPTION CMD...: runs CMD (errexit does not apply inside it), prints PASS/FAIL and
+# counts. On failure the command's output is shown.
+check() {
+  local desc=$1 out
+  shift
+  out="$WORKDIR/check.out"
+  if "$@" >"$out" 2>&1; then
+    echo "PASS: $desc"
+    PASSED=$((PASSED + 1))
+  else
+    echo "FAIL: $desc"
+    sed 's/^/    | /' "$out" | tail -n 20
+    FAILED=$((FAILED + 1))
+  fi
+  return 0
+}
+
+skip() { echo "SKIP: $*"; }
+
+# note TEXT: a result worth showing (rates, counters); printed just before the summary.
+note() { echo "$*" >>"$WORKDIR/notes"; }
+
+dump_logs() {
+  local f
+  for f in "$WORKDIR"/*.log; do
+    [[ -s $f ]] || continue
+    echo "---- last lines of $(basename "$f") ----"
+    tail -n 30 "$f"
+  done
+}
+
+# finish: prints the summary and exits 0 only if nothing failed.
+finish() {
+  [[ $FAILED == 0 ]] || dump_logs
+  [[ -s $WORKDIR/notes ]] && cat "$WORKDIR/notes"
+  echo "$PASSED passed, $FAILED failed"
+  [[ $FAILED == 0 ]] && exit 0
+  exit 1
+}
+
+# --- namespaces ----------------------------------------------------------------------------
+
+# ns_create VAR SUFFIX: creates namespace mwg-<pid>-SUFFIX with lo up, stores its name in VAR.
+# Call it in the main shell (not in $(...)) so the namespace is registered for cleanup.
+ns_create() {
+  local -n _var=$1
+  local name="mwg-$$-$2"
+  timeout "$CMD_TIMEOUT" ip netns add "$name" || return 1
+  _LIB_NETNS+=("$name")
+  timeout "$CMD_TIMEOUT" ip -n "$name" link set lo up
+  _var=$name
+}
+
+# nsx NS CMD...: runs CMD inside NS under $CMD_TIMEOUT.
+nsx() {
+  local ns=$1
+  shift
+  timeout "$CMD_TIMEOUT" ip netns exec "$ns" "$@"
+}
+
+# wgx NS ARGS...: wg(8) inside NS.
+wgx() {
+  local ns=$1
+  shift
+  timeout "$CMD_TIMEOUT" ip netns exec "$ns" wg "$@"
+}
+
+# veth_pair NS1 NS2: veth between them; NS1 gets 10.0.0.1/24 + fd00::1/64, NS2 .2 / ::2
+# (nodad, so IPv6 works at once). Created directly inside the namespaces, so no name is ever
+# taken in the host namespace.
+veth_pair() {
+  local a=$1 b=$2
+  timeout "$CMD_TIMEOUT" ip -n "$a" link add veth0 type veth peer name veth0 netns "$b" || return 1
+  ip -n "$a" addr add 10.0.0.1/24 dev veth0
+  ip -n "$a" addr add fd00::1/64 dev veth0 nodad
+  ip -n "$b" addr add 10.0.0.2/24 dev veth0
+  ip -n "$b" addr add fd00::2/64 dev veth0 nodad
+  ip -n "$a" link set veth0 up
+  ip -n "$b" link set veth0 up
+}
+
+# --- WireGuard daemons ---------------------------------------------------------------------
+
+# ifname_new VAR: a WireGuard interface name unique to this run (registered for socket cleanup).
+ifname_new() {
+  local -n _ifv=$1
+  _ifv="wg$$x$_LIB_NEXT_IF"
+  _LIB_NEXT_IF=$((_LIB_NEXT_IF + 1))
+  _LIB_IFNAMES+=("$_ifv")
+}
+
+impl_bin() {
+  case $1 in
+    meshwg) echo "$MESHWG" ;;
+    wireguard-go) echo "$WIREGUARD_GO" ;;
+    *) echo "unknown implementation '$1'" >&2; return 1 ;;
+  esac
+}
+
+# start_daemon IMPL NS IFNAME PIDVAR: runs IMPL in the foreground inside NS (so its UDP socket
+# lives there), waits until its UAPI socket and interface exist, stores the PID in PIDVAR.
+start_daemon() {
+  local impl=$1 ns=$2 ifn=$3 bin logf
+  local -n _pidv=$4
+  bin=$(impl_bin "$impl") || return 1
+  [[ -x $bin ]] || { echo "$impl binary '$bin' not executable" >&2; return 1; }
+  logf="$WORKDIR/$impl-$ifn.log"
+  echo "==== start $(date +%T)" >>"$logf"
+  ip netns exec "$ns" env WG_PROCESS_FOREGROUND=1 LOG_LEVEL="$LOG_LEVEL" \
+    timeout -k 5 "$DAEMON_MAX_S" "$bin" -f "$ifn" >>"$logf" 2>&1 &
+  _pidv=$!
+  track_pid "$_pidv"
+  local i
+  for ((i = 0; i < 150; i++)); do
+    if [[ -S $WG_RUN_DIR/$ifn.sock ]] && ip -n "$ns" link show "$ifn" >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$_pidv" 2>/dev/null; then
+      wait "$_pidv" 2>/dev/null && i=0 || i=$?
+      echo "$impl exited (status $i) before creating $ifn and its UAPI socket" >&2
+      tail -n 20 "$logf" >&2
+      return 1
+    fi
+    sleep 0.1
+  done
+  echo "$impl did not create $ifn and its UAPI socket within 15 s" >&2
+  tail -n 20 "$logf" >&2
+  return 1
+}
+
+# stop_daemon PID: SIGTERM and wait (5 s) for it to exit. Returns non-zero if it did not.
+stop_daemon() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || true
+  wait_gone "$pid" 50 || return 1
+  wait "$pid" 2>/dev/null || true
+}
+
+# genkey PREFIX: writes $WORKDIR/PREFIX.key and .pub.
+genkey() {
+  umask 077
+  wg genkey >"$WORKDIR/$1.key"
+  wg pubkey <"$WORKDIR/$1.key" >"$WORKDIR/$1.pub"
+}
+pub() { cat "$WORKDIR/$1.pub"; }
+keyfile() { echo "$WORKDIR/$1.key"; }
+
+# tunnel_addr NS IFNAME V4CIDR V6CIDR: addresses + link up on the WireGuard interface.
+tunnel_addr() {
+  local ns=$1 ifn=$2
+  ip -n "$ns" addr add "$3" dev "$ifn" &&
+    ip -n "$ns" addr add "$4" dev "$ifn" nodad &&
+    ip -n "$ns" link set "$ifn" up
+}
+
+# ping_ok NS ADDR [COUNT] [SIZE]: COUNT (default 3) pings with SIZE payload bytes (default
+# 56), all must be answered. -6/-4 is chosen from the address.
+ping_ok() {
+  local ns=$1 addr=$2 count=${3:-3} size=${4:-56} fam=-4
+  [[ $addr == *:* ]] && fam=-6
+  nsx "$ns" ping "$fam" -n -q -c "$count" -s "$size" -i 0.2 -W 2 "$addr"
+}
+
+# ping_first NS ADDR: the first ping of a fresh session (handshake first): up to 10 tries.
+ping_first() {
+  local ns=$1 addr=$2 fam=-4
+  [[ $addr == *:* ]] && fam=-6
+  wait_for 10 0.2 ip netns exec "$ns" ping "$fam" -n -q -c 1 -W 2 "$addr"
+}
+
+# endpoint_of NS IFNAME PUBKEY: prints the peer's current endpoint as wg shows it.
+endpoint_of() {
+  wgx "$1" show "$2" endpoints | awk -v k="$3" '$1 == k { print $2 }'
+}
+
+# expect_endpoint NS IFNAME PUBKEY ENDPOINT
+expect_endpoint() {
+  local got
+  got=$(endpoint_of "$1" "$2" "$3")
+  echo "endpoint: got '$got', want '$4'"
+  [[ $got == "$4" ]]
+}
+
+# listening NS PORT: a TCP socket listens on PORT in NS.
+listening() { [[ -n $(nsx "$1" ss -Hltn "sport = :$2") ]]; }
+
+# iperf_mbps SERVER_NS SERVER_ADDR CLIENT_NS SECONDS [iperf3 client args...]: one TCP stream;
+# prints the receiver's rate in Mbit/s. Uses a one-shot server on port 5201.
+iperf_mbps() {
+  local sns=$1 saddr=$2 cns=$3 secs=$4 spid json
+  shift 4
+  json="$WORKDIR/iperf.json"
+  ip netns exec "$sns" timeout $((secs + 30)) iperf3 -s -1 -B "$saddr" -p 5201 \
+    >>"$WORKDIR/iperf3-server.log" 2>&1 &
+  spid=$!
+  track_pid "$spid"
+  wait_for 50 0.1 listening "$sns" 5201 || true
+  if ! timeout $((secs + 20)) ip netns exec "$cns" iperf3 -c "$saddr" -p 5201 -t "$secs" -f m -J "$@" \
+      >"$json" 2>>"$WORKDIR/iperf3-client.log"; then
+    echo "iperf3 client failed" >&2
+    head -c 2000 "$json" >&2
+    kill "$spid" 2>/dev/null || true
+    return 1
+  fi
+  wait_gone "$spid" 50 || kill "$spid" 2>/dev/null || true
+  "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print("%.1f" % (d["end"]["sum_received"]["bits_per_second"]/1e6))' "$json"
+}
