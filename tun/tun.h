@@ -19,6 +19,9 @@ class Tun {
   [[nodiscard]] virtual bool write(std::span<const uint8_t> pkt) = 0;
   virtual int mtu() const = 0;
   virtual void close() = 0;  // unblocks read()
+  // When true, every read() starts with a 10-byte virtio_net_hdr and may return a TSO/USO
+  // super-packet, and every write() must start with one (see tun/offload.h).
+  virtual bool vnet_hdr() const { return false; }
 };
 
 }  // namespace meshwg::tun

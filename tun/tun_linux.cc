@@ -47,7 +47,8 @@ void fill_ifreq(struct ifreq& ifr, const std::string& name) {
 
 }  // namespace
 
-std::unique_ptr<LinuxTun> LinuxTun::create(const std::string& ifname, int mtu, std::string& err) {
+std::unique_ptr<LinuxTun> LinuxTun::create(const std::string& ifname, int mtu, std::string& err,
+                                           bool offload) {
   // IFNAMSIZ includes the terminating NUL; a longer name would be silently truncated by the
   // kernel and we would then manage an interface with a different name than asked for.
   if (ifname.empty() || ifname.size() >= IFNAMSIZ || ifname.find('/') != std::string::npos) {
@@ -64,11 +65,26 @@ std::unique_ptr<LinuxTun> LinuxTun::create(const std::string& ifname, int mtu, s
   }
   struct ifreq ifr;
   fill_ifreq(ifr, ifname);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (offload ? IFF_VNET_HDR : 0);
   if (::ioctl(t->fd_, TUNSETIFF, &ifr) < 0) {
     // EBUSY: another process (e.g. a second daemon) already has this TUN open.
     err = errno_text(("TUNSETIFF " + ifname).c_str());
     return nullptr;
+  }
+  if (offload) {
+    // USO flags arrived in Linux 6.2 (and in its headers); older kernels reject them with
+    // EINVAL, so fall back to checksum + TSO, and to no offloads at all if even that fails.
+    constexpr unsigned kUso4 = 0x20, kUso6 = 0x40;  // TUN_F_USO4 / TUN_F_USO6
+    const unsigned base = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6;
+    if (::ioctl(t->fd_, TUNSETOFFLOAD, base | kUso4 | kUso6) == 0) {
+      t->vnet_hdr_ = t->uso_ = true;
+    } else if (::ioctl(t->fd_, TUNSETOFFLOAD, base) == 0) {
+      t->vnet_hdr_ = true;
+    } else {
+      // IFF_VNET_HDR is set but unusable without offloads: start over without it.
+      close_fd(t->fd_);
+      return create(ifname, mtu, err, false);
+    }
   }
   t->name_.assign(ifr.ifr_name, ::strnlen(ifr.ifr_name, IFNAMSIZ));
   if (::pipe2(t->wake_, O_CLOEXEC | O_NONBLOCK) < 0) {

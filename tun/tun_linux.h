@@ -1,4 +1,5 @@
-// Linux TUN device (/dev/net/tun, IFF_TUN | IFF_NO_PI) and its MTU (SIOCSIFMTU/SIOCGIFMTU).
+// Linux TUN device (/dev/net/tun, IFF_TUN | IFF_NO_PI, optionally IFF_VNET_HDR with TSO/USO
+// offloads) and its MTU (SIOCSIFMTU/SIOCGIFMTU).
 #pragma once
 
 #include <memory>
@@ -11,7 +12,10 @@ namespace meshwg::tun {
 class LinuxTun final : public Tun {
  public:
   // Creates (or attaches to) the TUN interface ifname. Returns nullptr and sets err on failure.
-  static std::unique_ptr<LinuxTun> create(const std::string& ifname, int mtu, std::string& err);
+  // With offload, asks for IFF_VNET_HDR and TUNSETOFFLOAD (checksum, TSO4/6, and USO4/6 where
+  // the kernel has them, 6.2+); if the kernel refuses, the TUN works without offloads.
+  static std::unique_ptr<LinuxTun> create(const std::string& ifname, int mtu, std::string& err,
+                                          bool offload = false);
   ~LinuxTun() override;
 
   long read(std::span<uint8_t> buf) override;
@@ -22,12 +26,16 @@ class LinuxTun final : public Tun {
   bool exists() const;       // false once the interface was deleted (the daemon exits then)
   const std::string& name() const { return name_; }
   int fd() const { return fd_; }
+  bool vnet_hdr() const override { return vnet_hdr_; }
+  bool uso() const { return uso_; }  // the kernel accepted USO4/6 (UDP segmentation offload)
 
  private:
   LinuxTun() = default;
   int fd_ = -1;
   int wake_[2] = {-1, -1};
   std::string name_;
+  bool vnet_hdr_ = false;
+  bool uso_ = false;
 };
 
 }  // namespace meshwg::tun
