@@ -4,6 +4,7 @@
 #include "dataplane/device.h"
 
 #include "crypto/aead.h"
+#include "tun/offload.h"
 
 #include <spdlog/spdlog.h>
 
@@ -47,7 +48,8 @@ const char* drop_name(Drop d) {
 }
 
 Device::Device(tun::Tun& tun, Bind& bind, Clock& clock)
-    : tun_(tun), bind_(bind), clock_(clock), rng_(std::random_device{}()) {
+    : tun_(tun), bind_(bind), clock_(clock), rng_(std::random_device{}()),
+      offload_(tun.vnet_hdr()) {
   const int m = tun_.mtu();
   if (m > 0) mtu_ = m;
 }
@@ -349,42 +351,98 @@ void Device::log_drop(Drop d, const Endpoint* from) {
 // ---- threads ----
 
 void Device::tun_loop() {
-  // Headroom for the transport header in front, room for padding and the tag behind.
-  std::vector<uint8_t> buf(kTransportHeaderSize + 65535 + kPaddingMultiple + kTagSize);
-  const size_t max_packet = 65535;
+  // One read may be a TSO/USO super-packet (up to 64 KiB) that splits into up to
+  // kMaxSegments packets; each segment buffer has headroom for the transport header in front
+  // and room for padding and the tag behind, so it is sealed in place.
+  constexpr size_t kMaxSegments = 256;  // virtual memory; only touched pages become resident
+  constexpr size_t kSegCap = kTransportHeaderSize + 65535 + kPaddingMultiple + kTagSize;
+  std::vector<uint8_t> in(tun::kVnetHdrLen + 65535);
+  std::vector<uint8_t> segs(offload_ ? kMaxSegments * kSegCap : kSegCap);
+  std::vector<std::span<uint8_t>> seg_spans;
+  std::vector<TxPacket> pkts;
+  std::array<size_t, kMaxSegments> lens{};
+  for (size_t i = 0; i < (offload_ ? kMaxSegments : 1); ++i)
+    seg_spans.emplace_back(segs.data() + i * kSegCap + kTransportHeaderSize, 65535);
   while (running_) {
-    const long n = tun_.read({buf.data() + kTransportHeaderSize, max_packet});
+    if (!offload_) {
+      // Read straight into the segment buffer: no copy.
+      const long n = tun_.read(seg_spans[0]);
+      if (n == 0) break;
+      if (n < 0) continue;
+      TxPacket p{segs.data(), size_t(n)};
+      route_and_send({&p, 1});
+      continue;
+    }
+    const long n = tun_.read(in);
     if (n == 0) break;
-    if (n < 0) continue;
-    const uint8_t* pkt = buf.data() + kTransportHeaderSize;
-    std::span<const uint8_t> dst;
-    if (n >= 20 && (pkt[0] >> 4) == 4) {
-      dst = {pkt + 16, 4};
-    } else if (n >= 40 && (pkt[0] >> 4) == 6) {
-      dst = {pkt + 24, 16};
-    } else {
+    if (n < long(tun::kVnetHdrLen)) continue;
+    auto hdr = tun::VirtioNetHdr::parse({in.data(), tun::kVnetHdrLen});
+    if (!hdr) {
       count(Drop::kBadInnerPacket);
       continue;
     }
-    std::shared_lock lk(config_mu_);
-    Peer* peer = allowed_ips_.lookup(dst);
-    if (!peer) {
-      // The kernel answers with ICMP unreachable; we drop and count, as wireguard-go does.
-      count(Drop::kNoRoute);
+    const int k = tun::gso_split({in.data() + tun::kVnetHdrLen, size_t(n) - tun::kVnetHdrLen},
+                                 *hdr, seg_spans, lens);
+    if (k <= 0) {
+      count(Drop::kBadInnerPacket);
       continue;
     }
-    send_packet(*peer, buf.data(), size_t(n));
+    pkts.clear();
+    for (int i = 0; i < k; ++i) pkts.push_back({segs.data() + size_t(i) * kSegCap, lens[size_t(i)]});
+    route_and_send(pkts);
   }
 }
 
 void Device::receive_loop(int i) {
-  std::vector<uint8_t> buf(65536 + 64);
+  // batch_size() buffers of a full datagram each; with UDP GRO one call may fill them all.
+  // The decrypted packets are handed to the TUN together, so GRO can merge them.
+  const size_t batch = size_t(std::max(1, bind_.batch_size()));
+  constexpr size_t kBufCap = 65536 + 64;
+  std::vector<uint8_t> mem(batch * kBufCap);
+  std::vector<Bind::RecvMsg> msgs(batch);
+  std::vector<std::span<uint8_t>> out_bufs;
+  std::vector<size_t> out_lens;
   while (running_) {
-    Endpoint from;
-    const long n = bind_.receive(i, {buf.data(), buf.size()}, from);
-    if (n == Bind::kClosed) break;
-    if (n < 0) continue;
-    on_datagram({buf.data(), size_t(n)}, from);
+    for (size_t j = 0; j < batch; ++j)
+      msgs[j] = Bind::RecvMsg{{mem.data() + j * kBufCap, kBufCap}, 0, {}};
+    const int n = bind_.receive_batch(i, msgs);
+    if (n == int(Bind::kClosed)) break;
+    if (n <= 0) continue;
+    out_bufs.clear();
+    out_lens.clear();
+    for (int j = 0; j < n; ++j) {
+      Bind::RecvMsg& m = msgs[size_t(j)];
+      const size_t len = on_datagram(m.buf.first(m.len), m.from);
+      if (len == 0) continue;
+      out_bufs.push_back(m.buf);
+      out_lens.push_back(len);
+    }
+    if (!out_bufs.empty()) deliver(out_bufs, out_lens);
+  }
+}
+
+void Device::deliver(std::span<const std::span<uint8_t>> bufs, std::span<size_t> lens) {
+  if (!offload_) {
+    for (size_t j = 0; j < bufs.size(); ++j)
+      if (!tun_.write(bufs[j].subspan(kTransportHeaderSize, lens[j]))) count(Drop::kTunWriteFailed);
+    return;
+  }
+  // GroTable wants each IP packet preceded by room for the virtio-net header: the transport
+  // header in front of the plaintext (16 bytes) is that room.
+  constexpr size_t kShift = kTransportHeaderSize - tun::kVnetHdrLen;
+  std::array<std::span<uint8_t>, Bind::kMaxBatch> gro_bufs;
+  std::array<size_t, Bind::kMaxBatch> out{};
+  const size_t n = std::min(bufs.size(), size_t(Bind::kMaxBatch));
+  for (size_t j = 0; j < n; ++j) gro_bufs[j] = bufs[j].subspan(kShift);
+  tun::GroTable gro(tun::GroTable::Options{.tcp = true, .udp = tun_.uso()});
+  const int k = gro.coalesce({gro_bufs.data(), n}, lens.first(n), out);
+  if (k < 0) {
+    count(Drop::kTunWriteFailed);
+    return;
+  }
+  for (int j = 0; j < k; ++j) {
+    const size_t idx = out[size_t(j)];
+    if (!tun_.write(gro_bufs[idx].first(tun::kVnetHdrLen + lens[idx]))) count(Drop::kTunWriteFailed);
   }
 }
 

@@ -164,8 +164,16 @@ class Device {
   void timer_loop();
 
   // send.cc
-  // buf holds the plaintext at buf+kTransportHeaderSize and has room for padding and tag.
-  void send_packet(Peer& peer, uint8_t* buf, size_t len);
+  // A plaintext packet at buf+kTransportHeaderSize (len bytes), with room behind it for
+  // padding and the tag: sealed in place.
+  struct TxPacket {
+    uint8_t* buf;
+    size_t len;
+  };
+  // Routes each packet by destination and sends runs for the same peer together (one lock,
+  // one batch of nonces, one send_batch). Holds config_mu_ shared.
+  void route_and_send(std::span<TxPacket> pkts);
+  void send_run(Peer& peer, std::span<TxPacket> run);
   size_t seal_packet(Keypair& kp, uint64_t nonce, uint8_t* buf, size_t len);
   void send_staged_locked(Peer& peer, std::unique_lock<std::mutex>& lk);
   void send_keepalive_locked(Peer& peer, std::unique_lock<std::mutex>& lk);
@@ -174,8 +182,14 @@ class Device {
   void keep_key_fresh_send_locked(Peer& peer);
 
   // receive.cc
-  void on_datagram(std::span<uint8_t> data, const Endpoint& from);
-  void on_transport(std::span<uint8_t> data, const Endpoint& from);
+  // Both return the length of an inner packet to deliver to the TUN, decrypted in place at
+  // data.data() + kTransportHeaderSize, or 0 when there is nothing to deliver.
+  size_t on_datagram(std::span<uint8_t> data, const Endpoint& from);
+  size_t on_transport(std::span<uint8_t> data, const Endpoint& from);
+  // Writes a batch of decrypted packets to the TUN, GRO-coalesced when the TUN has offloads.
+  // bufs[i] is the receive buffer of packet i, whose IP packet starts at
+  // kTransportHeaderSize; lens[i] its length.
+  void deliver(std::span<const std::span<uint8_t>> bufs, std::span<size_t> lens);
   void on_handshake_message(std::vector<uint8_t>& data, const Endpoint& from, bool under_load);
   void consume_initiation(std::span<uint8_t> data, const Endpoint& from);
   void consume_response(std::span<uint8_t> data, const Endpoint& from);
@@ -239,6 +253,7 @@ class Device {
   std::mutex rng_mu_;
   std::mt19937 rng_;
 
+  const bool offload_;  // the TUN carries virtio-net headers (TSO reads, GRO writes)
   std::atomic<int> mtu_{1420};  // refreshed from the TUN every second: padding cap
   std::atomic<bool> running_{false};
   bool bind_open_ = false;

@@ -18,24 +18,22 @@
 
 namespace meshwg::dataplane {
 
-void Device::on_datagram(std::span<uint8_t> data, const Endpoint& from) {
+size_t Device::on_datagram(std::span<uint8_t> data, const Endpoint& from) {
   const uint32_t type = classify(data.data(), data.size());
   if (type == 0) {
     count(Drop::kMalformedMessage);
     log_drop(Drop::kMalformedMessage, &from);
-    return;
+    return 0;
   }
-  if (type == uint32_t(MessageType::kTransport)) {
-    on_transport(data, from);
-    return;
-  }
+  if (type == uint32_t(MessageType::kTransport)) return on_transport(data, from);
   std::lock_guard lk(hs_mu_);
   if (handshake_queue_.size() >= kMaxQueuedHandshakes) {
     count(Drop::kHandshakeQueueFull);
-    return;
+    return 0;
   }
   handshake_queue_.push_back({std::vector<uint8_t>(data.begin(), data.end()), from});
   hs_cv_.notify_one();
+  return 0;
 }
 
 void Device::receive_now(std::span<uint8_t> data, const Endpoint& from, bool under_load) {
@@ -43,14 +41,16 @@ void Device::receive_now(std::span<uint8_t> data, const Endpoint& from, bool und
   if (type == 0) {
     count(Drop::kMalformedMessage);
   } else if (type == uint32_t(MessageType::kTransport)) {
-    on_transport(data, from);
+    const size_t len = on_transport(data, from);
+    if (len != 0 && !tun_.write(data.subspan(kTransportHeaderSize, len)))
+      count(Drop::kTunWriteFailed);
   } else {
     std::vector<uint8_t> copy(data.begin(), data.end());
     on_handshake_message(copy, from, under_load);
   }
 }
 
-void Device::on_transport(std::span<uint8_t> data, const Endpoint& from) {
+size_t Device::on_transport(std::span<uint8_t> data, const Endpoint& from) {
   const uint32_t receiver = load_le32(data.data() + 4);
   const uint64_t counter = load_le64(data.data() + 8);
   IndexEntry entry;
@@ -59,7 +59,7 @@ void Device::on_transport(std::span<uint8_t> data, const Endpoint& from) {
     auto it = index_.find(receiver);
     if (it == index_.end() || !it->second.keypair) {
       count(Drop::kUnknownIndex);
-      return;
+      return 0;
     }
     entry = it->second;
   }
@@ -68,20 +68,20 @@ void Device::on_transport(std::span<uint8_t> data, const Endpoint& from) {
   const Instant now = clock_.now();
   if (now - kp.created >= kRejectAfterTime || counter >= kRejectAfterMessages) {
     count(Drop::kKeypairExpired);
-    return;
+    return 0;
   }
   uint8_t* plain = data.data() + kTransportHeaderSize;
   const size_t sealed_len = data.size() - kTransportHeaderSize;
   if (!crypto::transport_open(plain, {plain, sealed_len}, counter, kp.recv_key.span())) {
     count(Drop::kDecryptFailed);
     log_drop(Drop::kDecryptFailed, &from);
-    return;
+    return 0;
   }
   {
     std::lock_guard rlk(kp.replay_mu);
     if (!kp.replay.validate(counter, kRejectAfterMessages)) {
       count(Drop::kReplayed);
-      return;
+      return 0;
     }
   }
   size_t plain_len = sealed_len - kTagSize;
@@ -111,10 +111,9 @@ void Device::on_transport(std::span<uint8_t> data, const Endpoint& from) {
   }
 
   std::shared_lock clk(config_mu_);
-  bool deliver = false;
   {
     std::unique_lock plk(peer.mu);
-    if (peer.removed) return;
+    if (peer.removed) return 0;
     peer.endpoint = from;  // roaming: follow the authenticated source
     peer.rx_bytes.fetch_add(data.size(), std::memory_order_relaxed);
     if (received_with_keypair_locked(peer, entry.keypair)) {
@@ -124,21 +123,19 @@ void Device::on_transport(std::span<uint8_t> data, const Endpoint& from) {
     keep_key_fresh_receive_locked(peer);
     timers_any_authenticated_packet_received_locked(peer);
     timers_any_authenticated_packet_traversal_locked(peer);
-    if (plain_len == 0 && !bad_inner) return;  // keepalive
+    if (plain_len == 0 && !bad_inner) return 0;  // keepalive
     if (bad_inner) {
       count(Drop::kBadInnerPacket);
-      return;
+      return 0;
     }
     if (allowed_ips_.lookup(src) != &peer) {
       count(Drop::kSourceNotAllowed);
       log_drop(Drop::kSourceNotAllowed, &from);
-      return;
+      return 0;
     }
     timers_data_received_locked(peer);
-    deliver = true;
   }
-  clk.unlock();
-  if (deliver && !tun_.write({plain, plain_len})) count(Drop::kTunWriteFailed);
+  return plain_len;
 }
 
 void Device::on_handshake_message(std::vector<uint8_t>& data, const Endpoint& from,

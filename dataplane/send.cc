@@ -1,13 +1,17 @@
 // Outgoing path (whitepaper §5.4.6 transport messages, §6.2 key freshness; kernel send.c):
 //
-//   TUN read (tun_loop) ─► allowed-IPs by destination ─► send_packet:
-//     peer has a fresh current keypair? ── no ─► stage (≤128, oldest dropped) + initiation
-//                                       └─ yes ─► nonce = counter++ ─► pad ─► seal ─► UDP send
+//   TUN read (tun_loop; a TSO/USO super-packet is split into MTU-sized packets first)
+//     ─► route_and_send: allowed-IPs by destination, consecutive packets for one peer form a run
+//     ─► send_run: peer has a fresh current keypair? ── no ─► stage (≤128, oldest dropped)
+//                                                   │          + initiation
+//                                                   └─ yes ─► reserve run.size() nonces
+//                  ─► pad + seal each in place (no lock) ─► Bind::send_batch (UDP GSO)
 //
 // Staged packets are flushed in order when a session becomes usable, before newer packets.
 // Runs on tun_loop, and on the receive/handshake/timer threads when they flush or keepalive.
 #include <spdlog/spdlog.h>
 
+#include <array>
 #include <cstring>
 
 #include "crypto/aead.h"
@@ -33,51 +37,103 @@ size_t Device::seal_packet(Keypair& kp, uint64_t nonce, uint8_t* buf, size_t len
   return kTransportHeaderSize + padded + kTagSize;
 }
 
-void Device::send_packet(Peer& peer, uint8_t* buf, size_t len) {
+void Device::route_and_send(std::span<TxPacket> pkts) {
+  std::shared_lock lk(config_mu_);
+  size_t i = 0;
+  Peer* run_peer = nullptr;
+  size_t run_start = 0;
+  auto flush = [&](size_t end) {
+    if (run_peer && end > run_start) send_run(*run_peer, pkts.subspan(run_start, end - run_start));
+    run_peer = nullptr;
+  };
+  for (; i < pkts.size(); ++i) {
+    const uint8_t* pkt = pkts[i].buf + kTransportHeaderSize;
+    const size_t n = pkts[i].len;
+    std::span<const uint8_t> dst;
+    if (n >= 20 && (pkt[0] >> 4) == 4) {
+      dst = {pkt + 16, 4};
+    } else if (n >= 40 && (pkt[0] >> 4) == 6) {
+      dst = {pkt + 24, 16};
+    } else {
+      flush(i);
+      count(Drop::kBadInnerPacket);
+      continue;
+    }
+    Peer* peer = allowed_ips_.lookup(dst);
+    if (!peer) {
+      // The kernel answers with ICMP unreachable; we drop and count, as wireguard-go does.
+      flush(i);
+      count(Drop::kNoRoute);
+      continue;
+    }
+    if (peer != run_peer) {
+      flush(i);
+      run_peer = peer;
+      run_start = i;
+    }
+  }
+  flush(i);
+}
+
+void Device::send_run(Peer& peer, std::span<TxPacket> run) {
   std::unique_lock lk(peer.mu);
   if (peer.removed) return;
-  auto stage = [&] {
-    if (peer.staged.size() >= kMaxStagedPackets) {
-      peer.staged.pop_front();
-      count(Drop::kStagedOverflow);
+  auto stage_all = [&] {
+    for (const TxPacket& p : run) {
+      if (peer.staged.size() >= kMaxStagedPackets) {
+        peer.staged.pop_front();
+        count(Drop::kStagedOverflow);
+      }
+      peer.staged.emplace_back(p.buf + kTransportHeaderSize, p.buf + kTransportHeaderSize + p.len);
     }
-    peer.staged.emplace_back(buf + kTransportHeaderSize, buf + kTransportHeaderSize + len);
   };
   if (!peer.staged.empty()) {
     // Older packets are waiting: keep the order.
-    stage();
+    stage_all();
     send_staged_locked(peer, lk);
     return;
   }
   const Instant now = clock_.now();
   std::shared_ptr<Keypair> kp = peer.current;
   if (!keypair_usable(kp.get(), now)) {
-    stage();
+    stage_all();
     send_initiation_locked(peer, false);
     return;
   }
-  const uint64_t nonce = kp->send_counter.fetch_add(1, std::memory_order_relaxed);
-  if (nonce >= kRejectAfterMessages) {
-    stage();
+  // One reservation of nonces for the whole run: the run is sealed without the lock.
+  const uint64_t first = kp->send_counter.fetch_add(run.size(), std::memory_order_relaxed);
+  if (first + run.size() > kRejectAfterMessages || first + run.size() < first) {
+    stage_all();
     send_initiation_locked(peer, false);
     return;
   }
   if (!peer.endpoint.valid()) {
-    count(Drop::kNoEndpoint);
+    drops_[size_t(Drop::kNoEndpoint)].fetch_add(run.size(), std::memory_order_relaxed);
     return;
   }
   Endpoint to = peer.endpoint;
   lk.unlock();
-  // Crypto and the syscall run without the peer lock.
-  const size_t total = seal_packet(*kp, nonce, buf, len);
-  const bool ok = bind_.send({buf, total}, to);
-  lk.lock();
-  if (!ok) {
-    count(Drop::kUdpSendFailed);
-    if (!to.local.family && peer.endpoint.local.family) peer.endpoint.local = {};
-    return;
+  std::array<std::span<const uint8_t>, 128> dgrams;
+  size_t total_bytes = 0;
+  size_t sent = 0;
+  for (size_t off = 0; off < run.size(); off += dgrams.size()) {
+    const size_t m = std::min(dgrams.size(), run.size() - off);
+    for (size_t j = 0; j < m; ++j) {
+      const TxPacket& p = run[off + j];
+      dgrams[j] = {p.buf, seal_packet(*kp, first + off + j, p.buf, p.len)};
+    }
+    const size_t k = bind_.send_batch({dgrams.data(), m}, to);
+    for (size_t j = 0; j < k; ++j) total_bytes += dgrams[j].size();
+    sent += k;
+    if (k < m) break;
   }
-  peer.tx_bytes.fetch_add(total, std::memory_order_relaxed);
+  lk.lock();
+  if (sent < run.size()) {
+    drops_[size_t(Drop::kUdpSendFailed)].fetch_add(run.size() - sent, std::memory_order_relaxed);
+    if (!to.local.family && peer.endpoint.local.family) peer.endpoint.local = {};
+  }
+  if (sent == 0) return;
+  peer.tx_bytes.fetch_add(total_bytes, std::memory_order_relaxed);
   timers_any_authenticated_packet_traversal_locked(peer);
   timers_any_authenticated_packet_sent_locked(peer);
   timers_data_sent_locked(peer);

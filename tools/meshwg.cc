@@ -87,12 +87,16 @@ int run_daemon(const std::string& ifname, bool foreground) {
   }
 
   std::string err;
-  auto tun = meshwg::tun::LinuxTun::create(ifname, kDefaultMtu, err);
+  // MESHWG_NO_OFFLOAD=1 turns off TUN TSO/GRO and UDP GSO/GRO (for A/B measurements and
+  // for kernels that misbehave with them).
+  const bool offload = !env_true("MESHWG_NO_OFFLOAD");
+  auto tun = meshwg::tun::LinuxTun::create(ifname, kDefaultMtu, err, offload);
   if (!tun) {
     std::cerr << "meshwg: cannot create TUN interface " << ifname << ": " << err << "\n";
     return 1;
   }
-  meshwg::dataplane::LinuxBind bind;
+  meshwg::dataplane::LinuxBind bind(
+      meshwg::dataplane::LinuxBindOptions{.gso = offload, .gro = offload});
   meshwg::dataplane::SystemClock clock;
   auto device = std::make_unique<meshwg::dataplane::Device>(*tun, bind, clock);
   meshwg::control::DeviceUapi handler(*device);
@@ -138,7 +142,9 @@ int run_daemon(const std::string& ifname, bool foreground) {
     return 1;
   }
   uapi.start();
-  spdlog::info("interface {} is up (UAPI {})", ifname, sock_path);
+  spdlog::info("interface {} is up (UAPI {}); TUN offloads {}{}, UDP GSO {} GRO {}", ifname,
+               sock_path, tun->vnet_hdr() ? "on" : "off", tun->uso() ? " (with USO)" : "",
+               bind.gso_enabled(4) ? "on" : "off", bind.gro_enabled(4) ? "on" : "off");
 
   int exit_code = 0;
   for (;;) {

@@ -22,6 +22,8 @@ class Tun {
   // When true, every read() starts with a 10-byte virtio_net_hdr and may return a TSO/USO
   // super-packet, and every write() must start with one (see tun/offload.h).
   virtual bool vnet_hdr() const { return false; }
+  // With vnet_hdr(): the kernel also accepts UDP GSO (USO) packets on write (Linux 6.2+).
+  virtual bool uso() const { return false; }
 };
 
 }  // namespace meshwg::tun

@@ -27,7 +27,7 @@ class LinuxTun final : public Tun {
   const std::string& name() const { return name_; }
   int fd() const { return fd_; }
   bool vnet_hdr() const override { return vnet_hdr_; }
-  bool uso() const { return uso_; }  // the kernel accepted USO4/6 (UDP segmentation offload)
+  bool uso() const override { return uso_; }  // the kernel accepted USO4/6
 
  private:
   LinuxTun() = default;

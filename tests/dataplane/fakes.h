@@ -58,7 +58,9 @@ class FakeClock final : public dataplane::Clock {
 
 class FakeTun final : public tun::Tun {
  public:
-  explicit FakeTun(int mtu = 1420) : mtu_(mtu) {}
+  // vnet: reads and writes carry a virtio-net header, as a Linux TUN with IFF_VNET_HDR.
+  explicit FakeTun(int mtu = 1420, bool vnet = false) : mtu_(mtu), vnet_(vnet) {}
+  bool vnet_hdr() const override { return vnet_; }
   // A packet the device will read (as if the kernel routed it into the TUN).
   void inject(Packet p) {
     std::lock_guard lk(mu_);
@@ -98,6 +100,7 @@ class FakeTun final : public tun::Tun {
 
  private:
   int mtu_;
+  bool vnet_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Packet> outbound_;
@@ -147,6 +150,8 @@ class FakeNet {
   uint16_t next_port() { return port_++; }
   // Delivers a datagram as if sent from `from` (used by the device and to inject replays).
   void deliver(const Packet& data, const Endpoint& from, const Endpoint& to);
+  // Delivers a batch at once, as a UDP GSO train arrives (the receiver sees all or none).
+  void deliver_batch(const std::vector<Packet>& data, const Endpoint& from, const Endpoint& to);
 
  private:
   std::mutex mu_;
@@ -195,6 +200,29 @@ class FakeBind final : public dataplane::Bind {
     return true;
   }
   bool set_fwmark(uint32_t) override { return true; }
+  int batch_size() const override { return kMaxBatch; }
+  size_t send_batch(std::span<const std::span<const uint8_t>> datagrams, Endpoint& to) override {
+    std::vector<Packet> v;
+    for (auto d : datagrams) v.emplace_back(d.begin(), d.end());
+    net_.deliver_batch(v, endpoint(), to);
+    return datagrams.size();
+  }
+  // Returns every datagram queued (up to msgs.size()), so the device sees real batches.
+  int receive_batch(int, std::span<RecvMsg> msgs) override {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return closed_ || !queue_.empty(); });
+    if (closed_) return int(kClosed);
+    int n = 0;
+    while (!queue_.empty() && size_t(n) < msgs.size()) {
+      auto [data, src] = std::move(queue_.front());
+      queue_.pop_front();
+      RecvMsg& m = msgs[size_t(n++)];
+      m.from = src;
+      m.len = std::min(data.size(), m.buf.size());
+      if (m.len != 0) std::memcpy(m.buf.data(), data.data(), m.len);
+    }
+    return n;
+  }
 
   // Moves this socket to a new address (NAT rebinding / roaming).
   void readdress(const std::string& ip, uint16_t port = 0) {
@@ -211,6 +239,11 @@ class FakeBind final : public dataplane::Bind {
   void push(Packet data, const Endpoint& from) {
     std::lock_guard lk(mu_);
     queue_.emplace_back(std::move(data), from);
+    cv_.notify_all();
+  }
+  void push_batch(std::vector<Packet> data, const Endpoint& from) {
+    std::lock_guard lk(mu_);
+    for (auto& d : data) queue_.emplace_back(std::move(d), from);
     cv_.notify_all();
   }
 
@@ -239,6 +272,23 @@ inline void FakeNet::deliver(const Packet& data, const Endpoint& from, const End
   }
   if (tap && !tap({data, from, to})) return;
   if (dst) dst->push(data, from);
+}
+
+inline void FakeNet::deliver_batch(const std::vector<Packet>& data, const Endpoint& from,
+                                   const Endpoint& to) {
+  FakeBind* dst = nullptr;
+  Tap tap;
+  {
+    std::lock_guard lk(mu_);
+    for (const Packet& d : data) log_.push_back({d, from, to});
+    tap = tap_;
+    auto it = binds_.find(to.str());
+    if (it != binds_.end()) dst = it->second;
+  }
+  std::vector<Packet> pass;
+  for (const Packet& d : data)
+    if (!tap || tap({d, from, to})) pass.push_back(d);
+  if (dst) dst->push_batch(std::move(pass), from);
 }
 
 // A minimal IPv4 (ICMP echo-like) or IPv6 packet with the given addresses and payload size.
