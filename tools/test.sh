@@ -7,6 +7,7 @@
 #   build, build-asan, build-fuzz   tools/build.sh --all (one stage per build dir)
 #   unit                    meson test --suite unit in build/
 #   unit-asan               the same in build-asan/ (leak detection on, UBSan fatal)
+#   unit-tsan               the threaded tests (tests/tsan_targets) under TSan
 #   fuzz:<target>           each build-fuzz/tests/fuzz/*_fuzz for $FUZZ_SECONDS (default 30) on a
 #                           copy of its corpus in a temp dir, so the repository stays clean
 #   netns:<script>          each tests/netns/*.sh (lib.sh excepted) against build/tools/meshwg
@@ -61,6 +62,8 @@ stage build-asan 1500 bash tools/build.sh --asan
 [[ ${RESULTS[-1]} == PASS* ]] && built+=(build-asan)
 stage build-fuzz 1500 bash tools/build.sh --fuzz
 [[ ${RESULTS[-1]} == PASS* ]] && built+=(build-fuzz)
+stage build-tsan 1200 bash tools/build.sh --tsan
+[[ ${RESULTS[-1]} == PASS* ]] && built+=(build-tsan)
 has_built() { [[ " ${built[*]} " == *" $1 "* ]]; }
 
 if has_built build; then
@@ -74,6 +77,16 @@ if has_built build-asan; then
     meson test -C build-asan --suite unit --print-errorlogs --num-processes 2 --timeout-multiplier 3
 else
   not_run unit-asan "build-asan failed"
+fi
+
+if has_built build-tsan; then
+  tsan_tests=$(grep -v '^#' tests/tsan_targets)
+  # shellcheck disable=SC2086
+  stage unit-tsan 900 env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    meson test -C build-tsan --no-rebuild --print-errorlogs --num-processes 1 \
+    --timeout-multiplier 3 $tsan_tests
+else
+  not_run unit-tsan "build-tsan failed"
 fi
 
 # fuzz_one EXE: runs one libFuzzer target on a scratch copy of its corpus. The corpus folder is
