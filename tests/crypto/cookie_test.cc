@@ -2,6 +2,7 @@
 // cookie reply consumed by the initiator (and the mac2 it then produces), wireguard-go's
 // cookie_test.go flow (add_macs, check, create_reply, consume_reply, mac2 per source, bit
 // flips), cookie and secret expiry after 120 s on a moved clock.
+#include "tests/vectors.h"
 #include "crypto/cookie.h"
 
 #include <gtest/gtest.h>
@@ -27,44 +28,9 @@ using namespace std::chrono_literals;
 const bool kSodiumReady = init();
 const Instant kT0 = Instant{} + std::chrono::hours(1000);
 
-// MESHWG_TEST_VECTORS (set by meson), else tests/vectors next to this source file. __FILE__
-// may be relative to the directory the compiler ran in (the build tree), so it is also tried
-// from the current directory's ancestors.
-std::filesystem::path vectors_dir() {
-  if (const char* env = std::getenv("MESHWG_TEST_VECTORS"); env != nullptr && *env != '\0')
-    return env;
-  const auto rel = std::filesystem::path(__FILE__).parent_path().parent_path() / "vectors";
-  if (rel.is_absolute()) return rel;
-  std::error_code ec;
-  auto dir = std::filesystem::current_path(ec);
-  for (; !ec && !dir.empty(); dir = dir.parent_path()) {
-    std::error_code missing;  // set for paths that do not exist: not an error here
-    if (std::filesystem::is_directory(dir / rel, missing)) return dir / rel;
-    if (dir == dir.parent_path()) break;
-  }
-  return rel;
-}
+json load(const char* name) { return testing::load_vectors(name); }
 
-json load(const char* name) {
-  std::ifstream f(vectors_dir() / name);
-  if (!f) {
-    ADD_FAILURE() << "cannot open vector file " << (vectors_dir() / name);
-    return json::object();
-  }
-  return json::parse(f);
-}
-
-Bytes hex(const std::string& s) {
-  Bytes out;
-  auto nib = [](char c) -> uint8_t {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    ADD_FAILURE() << "bad hex digit " << c;
-    return 0;
-  };
-  for (size_t i = 0; i + 1 < s.size(); i += 2) out.push_back(nib(s[i]) << 4 | nib(s[i + 1]));
-  return out;
-}
+Bytes hex(const std::string& s) { return testing::hex_bytes(s); }
 
 PublicKey pub32(const std::string& s) {
   const Bytes b = hex(s);

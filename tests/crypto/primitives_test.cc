@@ -2,6 +2,7 @@
 // WireGuard KDF (wireguard-go and kernel vectors), ChaCha20-Poly1305 (kernel selftest, with
 // the WireGuard nonce), XChaCha20-Poly1305 (draft A.3.1, kernel, wireguard-go) and X25519
 // (RFC 7748 §5.2/§6.1, kernel selftest incl. low-order points). Vectors: tests/vectors/*.json.
+#include "tests/vectors.h"
 #include "crypto/primitives.h"
 
 #include <gtest/gtest.h>
@@ -21,46 +22,9 @@ using nlohmann::json;
 
 const bool kSodiumReady = init();
 
-// MESHWG_TEST_VECTORS (set by meson), else tests/vectors next to this source file. __FILE__
-// may be relative to the directory the compiler ran in (the build tree), so it is also tried
-// from the current directory's ancestors.
-std::filesystem::path vectors_dir() {
-  if (const char* env = std::getenv("MESHWG_TEST_VECTORS"); env != nullptr && *env != '\0')
-    return env;
-  const auto rel = std::filesystem::path(__FILE__).parent_path().parent_path() / "vectors";
-  if (rel.is_absolute()) return rel;
-  std::error_code ec;
-  auto dir = std::filesystem::current_path(ec);
-  for (; !ec && !dir.empty(); dir = dir.parent_path()) {
-    std::error_code missing;  // set for paths that do not exist: not an error here
-    if (std::filesystem::is_directory(dir / rel, missing)) return dir / rel;
-    if (dir == dir.parent_path()) break;
-  }
-  return rel;
-}
+json load(const char* name) { return testing::load_vectors(name); }
 
-json load(const char* name) {
-  std::ifstream f(vectors_dir() / name);
-  if (!f) {
-    ADD_FAILURE() << "cannot open vector file " << (vectors_dir() / name);
-    return json::object();
-  }
-  return json::parse(f);
-}
-
-Bytes hex(const std::string& s) {
-  Bytes out;
-  auto nib = [](char c) -> uint8_t {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    ADD_FAILURE() << "bad hex digit " << c;
-    return 0;
-  };
-  EXPECT_EQ(s.size() % 2, 0u) << s;
-  for (size_t i = 0; i + 1 < s.size(); i += 2) out.push_back(nib(s[i]) << 4 | nib(s[i + 1]));
-  return out;
-}
+Bytes hex(const std::string& s) { return testing::hex_bytes(s); }
 
 std::array<uint8_t, 32> arr32(const std::string& s) {
   const Bytes b = hex(s);

@@ -1,6 +1,7 @@
 // Tests for crypto/replay: every case of the kernel's counter selftest and wireguard-go's
 // TestReplay (replay_counter.json, each with its own REJECT limit), their bulk tests, and a
 // randomized comparison against a naive model (a set of seen counters and the maximum).
+#include "tests/vectors.h"
 #include "crypto/replay.h"
 
 #include <gtest/gtest.h>
@@ -18,32 +19,7 @@ namespace {
 
 using nlohmann::json;
 
-// MESHWG_TEST_VECTORS (set by meson), else tests/vectors next to this source file. __FILE__
-// may be relative to the directory the compiler ran in (the build tree), so it is also tried
-// from the current directory's ancestors.
-std::filesystem::path vectors_dir() {
-  if (const char* env = std::getenv("MESHWG_TEST_VECTORS"); env != nullptr && *env != '\0')
-    return env;
-  const auto rel = std::filesystem::path(__FILE__).parent_path().parent_path() / "vectors";
-  if (rel.is_absolute()) return rel;
-  std::error_code ec;
-  auto dir = std::filesystem::current_path(ec);
-  for (; !ec && !dir.empty(); dir = dir.parent_path()) {
-    std::error_code missing;  // set for paths that do not exist: not an error here
-    if (std::filesystem::is_directory(dir / rel, missing)) return dir / rel;
-    if (dir == dir.parent_path()) break;
-  }
-  return rel;
-}
-
-json load(const char* name) {
-  std::ifstream f(vectors_dir() / name);
-  if (!f) {
-    ADD_FAILURE() << "cannot open vector file " << (vectors_dir() / name);
-    return json::object();
-  }
-  return json::parse(f);
-}
+json load(const char* name) { return testing::load_vectors(name); }
 
 uint64_t u64(const json& j) {
   return j.is_string() ? std::stoull(j.get<std::string>()) : j.get<uint64_t>();
