@@ -44,14 +44,18 @@ struct IpPrefix {
 // A UDP peer address, plus the local address a packet from it arrived on so replies leave
 // from the same address (netns.sh "reply to sender"; IP_PKTINFO / IPV6_PKTINFO).
 struct Endpoint {
+  // The largest member comes first: `addr{}` value-initialises only the first member of a
+  // union, and with sockaddr first the tail of sockaddr_in6 (sin6_scope_id) was left
+  // uninitialised (found by uapi_fuzz under clang -O2).
   union {
-    sockaddr sa;
-    sockaddr_in in4;
     sockaddr_in6 in6;
+    sockaddr_in in4;
+    sockaddr sa;
   } addr{};
   IpAddress local;      // unset = let the kernel choose
   uint32_t local_ifindex = 0;
 
+  static_assert(sizeof(sockaddr_in6) >= sizeof(sockaddr_in) && sizeof(sockaddr_in6) >= sizeof(sockaddr));
   bool valid() const { return addr.sa.sa_family == AF_INET || addr.sa.sa_family == AF_INET6; }
   socklen_t socklen() const {
     return addr.sa.sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
