@@ -41,7 +41,6 @@ const char* drop_name(Drop d) {
     case Drop::kTunWriteFailed: return "tun_write_failed";
     case Drop::kUdpSendFailed: return "udp_send_failed";
     case Drop::kNoKey: return "no_private_key";
-    case Drop::kTooBig: return "too_big";
     case Drop::kCount: break;
   }
   return "?";

@@ -1,12 +1,14 @@
 // The WireGuard device: peers, cryptokey routing, the index table, the handshake worker, the
 // timers and the packet paths (whitepaper §2-§6; kernel device.c/send.c/receive.c/timers.c).
 //
-// Threads and queues (issue 3 layout; the parallel worker pipeline replaces the inline
-// crypto later):
+// Threads and queues (the crypto still runs inline on the I/O threads; parallel workers over
+// dataplane/queue.h are the next step):
 //
-//   tun_loop      (1 thread)        TUN read ─► allowed-IPs ─► keypair+nonce ─► seal ─► Bind::send
-//   receive_loop  (1 per socket)    Bind::receive ─► classify ─┬─► transport: open ─► replay ─► src check ─► TUN write
-//                                                              └─► handshake_queue_ (bounded)
+//   tun_loop      (1 thread)        TUN read (a TSO super-packet is split) ─► allowed-IPs, runs
+//                                   per peer ─► nonces ─► pad + seal in place ─► Bind::send_batch (GSO)
+//   receive_loop  (1 per socket)    Bind::receive_batch (GRO) ─► classify ─┬─► transport: open ─► replay
+//                                     ─► src check ─► deliver: GRO-merge ─► TUN write
+//                                                                          └─► handshake_queue_ (bounded)
 //   handshake_loop (1 thread)       handshake_queue_ ─► mac1/cookie/ratelimit ─► noise ─► Bind::send
 //   timer_loop    (1 thread)        timer heap ─► retransmit / keepalive / new handshake / zero keys
 //   configuration (UAPI thread)     with_config() under config_mu_ exclusive
@@ -80,7 +82,6 @@ enum class Drop : uint8_t {
   kTunWriteFailed,
   kUdpSendFailed,
   kNoKey,                // device has no private key
-  kTooBig,               // packet larger than the buffer
   kCount,
 };
 const char* drop_name(Drop d);

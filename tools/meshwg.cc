@@ -165,6 +165,12 @@ int run_daemon(const std::string& ifname, bool foreground) {
   }
   uapi.stop();
   device->stop();
+  // Until `meshwg status` shows them, the drop counters are reported once, on the way out.
+  for (size_t d = 0; d < size_t(meshwg::dataplane::Drop::kCount); ++d) {
+    const auto reason = meshwg::dataplane::Drop(d);
+    if (const uint64_t n = device->drops(reason))
+      spdlog::info("dropped {} packets: {}", n, meshwg::dataplane::drop_name(reason));
+  }
   device.reset();
   tun->close();
   tun.reset();
