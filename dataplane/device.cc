@@ -431,17 +431,21 @@ void Device::deliver(std::span<const std::span<uint8_t>> bufs, std::span<size_t>
   constexpr size_t kShift = kTransportHeaderSize - tun::kVnetHdrLen;
   std::array<std::span<uint8_t>, Bind::kMaxBatch> gro_bufs;
   std::array<size_t, Bind::kMaxBatch> out{};
-  const size_t n = std::min(bufs.size(), size_t(Bind::kMaxBatch));
-  for (size_t j = 0; j < n; ++j) gro_bufs[j] = bufs[j].subspan(kShift);
   tun::GroTable gro(tun::GroTable::Options{.tcp = true, .udp = tun_.uso()});
-  const int k = gro.coalesce({gro_bufs.data(), n}, lens.first(n), out);
-  if (k < 0) {
-    count(Drop::kTunWriteFailed);
-    return;
-  }
-  for (int j = 0; j < k; ++j) {
-    const size_t idx = out[size_t(j)];
-    if (!tun_.write(gro_bufs[idx].first(tun::kVnetHdrLen + lens[idx]))) count(Drop::kTunWriteFailed);
+  for (size_t off = 0; off < bufs.size(); off += Bind::kMaxBatch) {
+    const size_t n = std::min(bufs.size() - off, size_t(Bind::kMaxBatch));
+    for (size_t j = 0; j < n; ++j) gro_bufs[j] = bufs[off + j].subspan(kShift);
+    const std::span<size_t> chunk_lens = lens.subspan(off, n);
+    const int k = gro.coalesce({gro_bufs.data(), n}, chunk_lens, out);
+    if (k < 0) {  // a caller bug (a buffer too small): count, never write garbage
+      drops_[size_t(Drop::kTunWriteFailed)].fetch_add(n, std::memory_order_relaxed);
+      continue;
+    }
+    for (int j = 0; j < k; ++j) {
+      const size_t idx = out[size_t(j)];
+      if (!tun_.write(gro_bufs[idx].first(tun::kVnetHdrLen + chunk_lens[idx])))
+        count(Drop::kTunWriteFailed);
+    }
   }
 }
 
