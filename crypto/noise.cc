@@ -94,6 +94,17 @@ bool make_ephemeral(Key& priv, PublicKey& pub, const Key* injected) {
   return x25519_public(pub, priv.span());
 }
 
+// The Noise "e" token on the sending side (kernel noise.c: message_ephemeral): a new
+// ephemeral key, its public half written to the message and mixed into C and H.
+bool send_ephemeral(Key& priv, uint8_t (&wire)[32], Key& c, HashState& h, const Key* injected) {
+  PublicKey pub;
+  if (!make_ephemeral(priv, pub, injected)) return false;
+  std::memcpy(wire, pub.data(), sizeof(wire));
+  kdf1(c, pub);
+  mix_hash(h, pub);
+  return true;
+}
+
 }  // namespace
 
 // ---- LocalStatic ----
@@ -163,11 +174,7 @@ bool Handshake::create_initiation(MessageInitiation& msg, const LocalStatic& loc
 
   // e
   Key eph;
-  PublicKey eph_pub;
-  if (!make_ephemeral(eph, eph_pub, ephemeral_private)) return false;
-  std::memcpy(out.ephemeral, eph_pub.data(), sizeof(out.ephemeral));
-  kdf1(c, eph_pub);
-  mix_hash(h, eph_pub);
+  if (!send_ephemeral(eph, out.ephemeral, c, h, ephemeral_private)) return false;
 
   // es
   Key dh;
@@ -279,11 +286,7 @@ bool Handshake::create_response(MessageResponse& msg, uint32_t local_index,
 
   // e
   Key eph;
-  PublicKey eph_pub;
-  if (!make_ephemeral(eph, eph_pub, ephemeral_private)) return false;
-  std::memcpy(out.ephemeral, eph_pub.data(), sizeof(out.ephemeral));
-  kdf1(c, eph_pub);
-  mix_hash(h, eph_pub);
+  if (!send_ephemeral(eph, out.ephemeral, c, h, ephemeral_private)) return false;
 
   // ee
   Key dh;
