@@ -134,6 +134,8 @@ class Device {
   void for_each_allowed_ip_locked(Peer* p, const std::function<void(const IpPrefix&)>& fn);
 
   uint64_t drops(Drop d) const { return drops_[size_t(d)].load(std::memory_order_relaxed); }
+  // Cookie replies accepted (a peer under load asked us for mac2).
+  uint64_t cookie_replies() const { return cookie_replies_.load(std::memory_order_relaxed); }
   size_t peer_count();
 
   // Test hooks: force the under-load state (cookie replies) regardless of queue length.
@@ -262,6 +264,7 @@ class Device {
   std::vector<std::thread> threads_;
   std::array<std::atomic<uint64_t>, size_t(Drop::kCount)> drops_{};
   std::atomic<int64_t> last_drop_log_ns_{0};
+  std::atomic<uint64_t> cookie_replies_{0};
 };
 
 }  // namespace meshwg::dataplane

@@ -289,7 +289,10 @@ void Device::consume_cookie_reply(std::span<const uint8_t> data) {
     peer = it->second.peer;
   }
   std::lock_guard plk(peer->mu);
-  if (!peer->cookie.consume_reply(msg, clock_.now())) count(Drop::kCookieReplyInvalid);
+  if (!peer->cookie.consume_reply(msg, clock_.now()))
+    count(Drop::kCookieReplyInvalid);
+  else
+    cookie_replies_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Device::keep_key_fresh_receive_locked(Peer& peer) {

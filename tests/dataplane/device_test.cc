@@ -117,7 +117,11 @@ TEST_F(TwoDevices, PacketsStagedDuringHandshakeArriveInOrder) {
   net.set_tap([](const FakeNet::Sent& s) { return dataplane::load_le32(s.data.data()) != 2; });
   for (uint8_t i = 0; i < 5; ++i) a->tun.inject(make_ipv4("192.168.1.1", "192.168.1.2", 40, i));
   ASSERT_TRUE(wait_until([&] { return net.count_type(1) >= 1; }));
-  std::this_thread::sleep_for(50ms);
+  // b must have answered (the tap drops the answer) before time moves: an initiation that b
+  // consumed late would stamp the moved time and make b's flood guard (50/s) refuse the
+  // retransmit sent at that same instant.
+  ASSERT_TRUE(wait_until([&] { return net.count_type(2) >= 1; }));
+  std::this_thread::sleep_for(20ms);
   EXPECT_EQ(b->tun.written_count(), 0u) << "no response reached a, nothing may be sent";
   net.set_tap(nullptr);
   clock.advance(6s);  // retransmit timer: REKEY_TIMEOUT + jitter
@@ -211,7 +215,7 @@ TEST_F(TwoDevices, CookieUnderLoad) {
   EXPECT_EQ(net.count_type(2), 0u);
   ASSERT_TRUE(wait_until([&] { return b->dev.drops(Drop::kCookieSent) == 1; }));
   // a retransmits after REKEY_TIMEOUT with mac2 from the cookie, and b accepts.
-  std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(wait_until([&] { return a->dev.cookie_replies() == 1; }));
   clock.advance(6s);
   a->dev.tick();
   ASSERT_TRUE(wait_until([&] { return b->tun.written_count() == 1; }));
