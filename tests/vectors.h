@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -57,6 +59,15 @@ inline std::vector<uint8_t> hex_bytes(const std::string& s) {
   for (size_t i = 0; i + 1 < s.size(); i += 2)
     out.push_back(uint8_t(nib(s[i]) << 4 | nib(s[i + 1])));
   return out;
+}
+
+// Exactly 32 bytes of hex (a key); any other length fails the test.
+inline std::array<uint8_t, 32> hex_array32(const std::string& s) {
+  const std::vector<uint8_t> b = hex_bytes(s);
+  std::array<uint8_t, 32> a{};
+  EXPECT_EQ(b.size(), 32u) << s;
+  std::copy_n(b.begin(), std::min<size_t>(32, b.size()), a.begin());
+  return a;
 }
 
 }  // namespace meshwg::testing

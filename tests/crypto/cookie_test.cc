@@ -32,13 +32,7 @@ json load(const char* name) { return testing::load_vectors(name); }
 
 Bytes hex(const std::string& s) { return testing::hex_bytes(s); }
 
-PublicKey pub32(const std::string& s) {
-  const Bytes b = hex(s);
-  PublicKey a{};
-  EXPECT_EQ(b.size(), 32u);
-  std::copy_n(b.begin(), std::min<size_t>(32, b.size()), a.begin());
-  return a;
-}
+PublicKey pub32(const std::string& s) { return testing::hex_array32(s); }
 
 PublicKey random_public() {
   std::array<uint8_t, 32> priv;

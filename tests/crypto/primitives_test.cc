@@ -26,13 +26,7 @@ json load(const char* name) { return testing::load_vectors(name); }
 
 Bytes hex(const std::string& s) { return testing::hex_bytes(s); }
 
-std::array<uint8_t, 32> arr32(const std::string& s) {
-  const Bytes b = hex(s);
-  std::array<uint8_t, 32> a{};
-  EXPECT_EQ(b.size(), 32u) << s;
-  std::copy_n(b.begin(), std::min<size_t>(32, b.size()), a.begin());
-  return a;
-}
+std::array<uint8_t, 32> arr32(const std::string& s) { return testing::hex_array32(s); }
 
 Bytes hash(ByteSpan in, ByteSpan key = {}, size_t outlen = 32) {
   Bytes out(outlen);
