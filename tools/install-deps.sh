@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages meshwg needs to build and test, and nothing else:
 # compilers and build tools, the libraries from DESIGN.md, GoogleTest/Benchmark, clang with
-# libFuzzer, and the tools the network-namespace tests drive (wg, wireguard-go, iperf3, ...).
+# libFuzzer, and the tools the network-namespace tests drive (wg, wireguard-go, iperf3,
+# coturn's turnserver, ...).
 # When dpkg already reports every package installed it does nothing (repeated runs are fast);
 # otherwise it runs apt-get update + install non-interactively. Needs root (or sudo).
 set -euo pipefail
@@ -12,7 +13,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
-  wireguard-tools wireguard-go iperf3 nftables conntrack
+  wireguard-tools wireguard-go iperf3 nftables conntrack coturn
   iproute2 iputils-ping procps psmisc python3 gnuplot-nox
 )
 

@@ -2,10 +2,13 @@
 // `wireguard-go IFNAME` (wireguard.com/xplatform): it creates the TUN, serves the UAPI socket
 // at /var/run/wireguard/IFNAME.sock, is configured with wg(8), and daemonises unless asked
 // not to. It exits on SIGINT/SIGTERM, when its interface is deleted, or when its socket is.
+// `meshwg stun HOST:PORT` sends one STUN binding request (RFC 8489) and prints the mapped
+// address; "stun" as the first argument is that command, never an interface name.
 //
 // Threads: main (signals, liveness checks), the UAPI server thread, and the device's
 // threads (see dataplane/device.h). All are started after the daemonising fork.
 #include <fcntl.h>
+#include <netdb.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
@@ -16,12 +19,15 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "control/device_uapi.h"
+#include "control/stun.h"
 #include "control/uapi_server.h"
 #include "crypto/primitives.h"
 #include "dataplane/bind_linux.h"
@@ -177,15 +183,161 @@ int run_daemon(const std::string& ifname, bool foreground) {
   return exit_code;
 }
 
+// HOST:PORT with an IPv6 literal in brackets ([fd00::1]:3478, [fe80::1%eth0]:3478); the port
+// is numeric. Returns false with a message in err.
+bool split_host_port(const std::string& s, std::string& host, std::string& port, bool& literal6,
+                     std::string& err) {
+  literal6 = !s.empty() && s.front() == '[';
+  if (literal6) {
+    const size_t close = s.find(']');
+    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+      err = "'" + s + "' is not [IPV6]:PORT";
+      return false;
+    }
+    host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else {
+    const size_t colon = s.rfind(':');
+    if (colon == std::string::npos) {
+      err = "'" + s + "' has no :PORT";
+      return false;
+    }
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+    if (host.find(':') != std::string::npos) {
+      err = "'" + s + "': write an IPv6 address in brackets, as [ADDR]:PORT";
+      return false;
+    }
+  }
+  const bool digits = !port.empty() && port.size() <= 5 &&
+                      port.find_first_not_of("0123456789") == std::string::npos;
+  if (host.empty() || !digits || std::stoul(port) == 0 || std::stoul(port) > 65535) {
+    err = "'" + s + "' is not HOST:PORT with a port 1-65535";
+    return false;
+  }
+  return true;
+}
+
+// Resolved addresses of HOST, in getaddrinfo's order (at most kMaxAddresses).
+std::vector<meshwg::dataplane::Endpoint> resolve(const std::string& host, const std::string& port,
+                                                 bool literal6, std::string& err) {
+  constexpr size_t kMaxAddresses = 8;
+  addrinfo hints{};
+  hints.ai_family = literal6 ? AF_INET6 : AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = AI_NUMERICSERV | (literal6 ? AI_NUMERICHOST : 0);
+  addrinfo* res = nullptr;
+  const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
+  std::vector<meshwg::dataplane::Endpoint> out;
+  if (rc != 0) {
+    err = "cannot resolve '" + host + "': " + ::gai_strerror(rc);
+    return out;
+  }
+  for (const addrinfo* a = res; a != nullptr && out.size() < kMaxAddresses; a = a->ai_next) {
+    const auto e = meshwg::dataplane::Endpoint::from_sockaddr(a->ai_addr, a->ai_addrlen);
+    if (e.valid()) out.push_back(e);
+  }
+  ::freeaddrinfo(res);
+  if (out.empty()) err = "'" + host + "' has no IPv4 or IPv6 address";
+  return out;
+}
+
+std::string describe_failure(const meshwg::control::StunQueryResult& r,
+                             const meshwg::dataplane::Endpoint& server,
+                             const meshwg::control::StunRetransmit& rt) {
+  using meshwg::control::StunQueryError;
+  const std::string who = server.str();
+  switch (r.error) {
+    case StunQueryError::kTimeout: {
+      std::string s = "no response from " + who + " after " + std::to_string(r.requests_sent) +
+                      " requests (" + std::to_string(meshwg::control::stun_give_up_offset(rt).count()) + " ms)";
+      if (r.ignored > 0)
+        s += "; ignored " + std::to_string(r.ignored) + " unrelated or malformed datagrams";
+      return s;
+    }
+    case StunQueryError::kErrorResponse:
+      return who + " answered with error " +
+             (r.server_error ? std::to_string(r.server_error->code) + " " + r.server_error->reason
+                             : std::string("(no code)"));
+    default: {
+      std::string s = who + ": " + meshwg::control::stun_query_error_name(r.error);
+      if (r.sys_errno != 0) s += std::string(" (") + std::strerror(r.sys_errno) + ")";
+      return s;
+    }
+  }
+}
+
+// `meshwg stun HOST:PORT`: prints the mapped address on stdout. Addresses of HOST are tried
+// in order only while the failure is local (no socket, no route, ICMP unreachable): a silent
+// server is not asked again under another address, which would multiply the wait.
+int run_stun(const std::string& target, const meshwg::control::StunRetransmit& rt) {
+  using meshwg::control::StunQueryError;
+  if (!meshwg::crypto::init()) {
+    std::cerr << "meshwg stun: libsodium initialisation failed\n";
+    return 1;
+  }
+  std::string host, port, err;
+  bool literal6 = false;
+  if (!split_host_port(target, host, port, literal6, err)) {
+    std::cerr << "meshwg stun: " << err << "\n";
+    return 2;
+  }
+  const auto servers = resolve(host, port, literal6, err);
+  if (servers.empty()) {
+    std::cerr << "meshwg stun: " << err << "\n";
+    return 1;
+  }
+  const meshwg::control::StunQueryOptions opt{.retransmit = rt};
+  for (size_t i = 0; i < servers.size(); ++i) {
+    const auto r = meshwg::control::stun_query(servers[i], -1, opt);
+    if (r.ok()) {
+      std::cout << r.mapped.str() << "\n";
+      return 0;
+    }
+    std::cerr << "meshwg stun: " << describe_failure(r, servers[i], rt) << "\n";
+    const bool local = r.error == StunQueryError::kSocket || r.error == StunQueryError::kSend ||
+                       r.error == StunQueryError::kUnreachable;
+    if (!local) break;
+  }
+  return 1;
+}
+
+// `meshwg stun ...` is dispatched before the daemon's parser so that parser, and with it every
+// `meshwg [-f] IFNAME` command line and error, stays exactly as wireguard-go users expect.
+int stun_main(int argc, char** argv) {
+  CLI::App app{"meshwg stun: one STUN binding query (RFC 8489); prints the mapped address"};
+  app.name("meshwg stun");
+  std::string target;
+  unsigned rto_ms = 500;
+  meshwg::control::StunRetransmit rt;
+  app.add_option("HOST:PORT", target, "STUN server ([ADDR]:PORT for IPv6)")->required();
+  app.add_option("--rto", rto_ms, "initial retransmission timeout in ms")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 60000u));
+  app.add_option("--requests", rt.rc, "requests to send at most (RFC 8489 Rc)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 16u));
+  CLI11_PARSE(app, argc, argv);
+  rt.rto = std::chrono::milliseconds(rto_ms);
+  if (!rt.valid()) {
+    std::cerr << "meshwg stun: --rto and --requests give a schedule over an hour\n";
+    return 2;
+  }
+  return run_stun(target, rt);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "stun") == 0) return stun_main(argc - 1, argv + 1);
+
   CLI::App app{"meshwg: userspace WireGuard (wireguard-go compatible)"};
   bool foreground = false;
   std::string ifname;
   app.add_flag("-f,--foreground", foreground, "stay in the foreground");
   app.add_option("IFNAME", ifname, "interface to create")->required();
   app.set_version_flag("--version", "meshwg 0.1.0");
+  app.footer("Also: meshwg stun HOST:PORT   one STUN binding query (see meshwg stun --help)");
   CLI11_PARSE(app, argc, argv);
   if (env_true("WG_PROCESS_FOREGROUND")) foreground = true;
   return run_daemon(ifname, foreground);
