@@ -320,6 +320,15 @@ int LinuxBind::receive_batch(int i, std::span<RecvMsg> msgs) {
     const size_t n = drain(pend, msgs);
     if (n > 0) return int(n);
   }
+  {
+    // Under load a datagram is usually waiting: try before paying for a poll().
+    Use use(*this);
+    const int fd = i == 0 ? fd4_.load() : fd6_.load();
+    if (fd >= 0) {
+      const int n = read_socket(i, fd, msgs);
+      if (n != 0) return n;
+    }
+  }
   for (int round = 0; round < kMaxPollRounds; ++round) {
     if (closed_) return int(kClosed);
     Use use(*this);

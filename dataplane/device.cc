@@ -8,6 +8,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <pthread.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -41,14 +43,33 @@ const char* drop_name(Drop d) {
     case Drop::kTunWriteFailed: return "tun_write_failed";
     case Drop::kUdpSendFailed: return "udp_send_failed";
     case Drop::kNoKey: return "no_private_key";
+    case Drop::kQueueFull: return "queue_full";
+    case Drop::kNoBuffer: return "no_buffer";
     case Drop::kCount: break;
   }
   return "?";
 }
 
-Device::Device(tun::Tun& tun, Bind& bind, Clock& clock)
-    : tun_(tun), bind_(bind), clock_(clock), rng_(std::random_device{}()),
-      offload_(tun.vnet_hdr()) {
+namespace {
+PacketPoolConfig pool_config(size_t buffers) {
+  PacketPoolConfig c;
+  c.buffers = std::max<size_t>(buffers, 64);
+  c.headroom = 64;     // transport header (16) in front of a plaintext; virtio-net header (10)
+  c.payload = 65536;   // a TSO read or a GRO-merged write
+  c.tailroom = 64;     // padding (≤ 15) and the Poly1305 tag (16)
+  return c;
+}
+int worker_count(int requested) {
+  if (requested > 0) return std::min(requested, 256);
+  return int(std::max(1u, std::thread::hardware_concurrency()));
+}
+}  // namespace
+
+Device::Device(tun::Tun& tun, Bind& bind, Clock& clock, const DeviceOptions& opts)
+    : tun_(tun), bind_(bind), clock_(clock), tx_pool_(pool_config(opts.tx_buffers)),
+      rx_pool_(pool_config(opts.rx_buffers)), workers_(worker_count(opts.workers)),
+      inline_below_(opts.inline_below),
+      rng_(std::random_device{}()), offload_(tun.vnet_hdr()) {
   const int m = tun_.mtu();
   if (m > 0) mtu_ = m;
 }
@@ -76,9 +97,14 @@ bool Device::start(bool timer_thread) {
     listen_port_ = uint16_t(port);
     bind_open_ = true;
     if (fwmark_ != 0 && !bind_.set_fwmark(fwmark_)) spdlog::warn("cannot set fwmark {}", fwmark_);
+    // Room for every buffer of both pools: a push can then fail only once closed.
+    crypt_queue_ = std::make_unique<BlockingQueue<PacketBuf*>>(tx_pool_.buffers() +
+                                                               rx_pool_.buffers());
+    running_ = true;
   }
-  running_ = true;
+  spdlog::info("{} packet worker{}", workers_, workers_ == 1 ? "" : "s");
   timer_thread_ = timer_thread;
+  for (int i = 0; i < workers_; ++i) worker_threads_.emplace_back(&Device::worker_loop, this);
   threads_.emplace_back(&Device::tun_loop, this);
   for (int i = 0; i < bind_.receivers(); ++i) threads_.emplace_back(&Device::receive_loop, this, i);
   threads_.emplace_back(&Device::handshake_loop, this);
@@ -106,6 +132,14 @@ void Device::stop() {
   }
   for (auto& t : threads_) t.join();
   threads_.clear();
+  {
+    // Under config_mu_: whoever dispatches holds it and saw running_ set, so no push can
+    // meet the closed queue (dispatch()). The workers finish and drain what is queued.
+    std::unique_lock lk(config_mu_);
+    if (crypt_queue_) crypt_queue_->close();
+  }
+  for (auto& t : worker_threads_) t.join();
+  worker_threads_.clear();
   bind_open_ = false;
 }
 
@@ -295,6 +329,7 @@ std::shared_ptr<Keypair> Device::install_session_locked(Peer& peer, crypto::Sess
   kp->initiator = keys.initiator;
   kp->created = clock_.now();
   kp->peer = &peer;
+  kp->owner = peer.shared_from_this();
   {
     // The handshake's index now names this session.
     std::lock_guard lk(index_mu_);
@@ -350,106 +385,154 @@ void Device::log_drop(Drop d, const Endpoint* from) {
 // ---- threads ----
 
 void Device::tun_loop() {
+  pthread_setname_np(pthread_self(), "meshwg-tun");  // names show in top -H and perf
   // One read may be a TSO/USO super-packet (up to 64 KiB) that splits into up to
-  // kMaxSegments packets; each segment buffer has headroom for the transport header in front
-  // and room for padding and the tag behind, so it is sealed in place.
-  constexpr size_t kMaxSegments = 256;  // virtual memory; only touched pages become resident
-  constexpr size_t kSegCap = kTransportHeaderSize + 65535 + kPaddingMultiple + kTagSize;
-  std::vector<uint8_t> in(tun::kVnetHdrLen + 65535);
-  std::vector<uint8_t> segs(offload_ ? kMaxSegments * kSegCap : kSegCap);
-  std::vector<std::span<uint8_t>> seg_spans;
-  std::vector<TxPacket> pkts;
-  std::array<size_t, kMaxSegments> lens{};
-  for (size_t i = 0; i < (offload_ ? kMaxSegments : 1); ++i)
-    seg_spans.emplace_back(segs.data() + i * kSegCap + kTransportHeaderSize, 65535);
+  // kMaxSegments packets, each in its own pool buffer with headroom for the transport
+  // header and tailroom for padding and the tag, so it is sealed in place. The reader keeps
+  // a stock of empty buffers; split segments leave it, owned by the pipeline.
+  constexpr size_t kMaxSegments = 256;
+  constexpr size_t kReserve = kPaddingMultiple + kTagSize;
+  const size_t stock_size = offload_ ? kMaxSegments : 1;
+  std::vector<uint8_t> in(offload_ ? tun::kVnetHdrLen + 65535 : 0);
+  std::vector<PacketBuf*> stock;
+  std::vector<std::span<uint8_t>> spans;
+  std::vector<size_t> lens(kMaxSegments);
+  std::vector<PacketBuf*> pkts;
+  std::vector<PacketBuf*> run_after;
+  auto writable = [&](PacketBuf* b) { return b->tail_space().first(b->tailroom() - kReserve); };
   while (running_) {
-    if (!offload_) {
-      // Read straight into the segment buffer: no copy.
-      const long n = tun_.read(seg_spans[0]);
-      if (n == 0) break;
-      if (n < 0) continue;
-      TxPacket p{segs.data(), size_t(n)};
-      route_and_send({&p, 1});
-      continue;
+    while (stock.size() < stock_size) {
+      PacketBuf* b = tx_pool_.get();
+      if (!b) break;
+      stock.push_back(b);
     }
-    const long n = tun_.read(in);
-    if (n == 0) break;
-    if (n < long(tun::kVnetHdrLen)) continue;
-    auto hdr = tun::VirtioNetHdr::parse({in.data(), tun::kVnetHdrLen});
-    if (!hdr) {
-      count(Drop::kBadInnerPacket);
-      continue;
-    }
-    const int k = tun::gso_split({in.data() + tun::kVnetHdrLen, size_t(n) - tun::kVnetHdrLen},
-                                 *hdr, seg_spans, lens);
-    if (k <= 0) {
-      count(Drop::kBadInnerPacket);
+    if (stock.empty()) {
+      // Every buffer is in flight: do some of the crypto holding them, then retry.
+      help(4);
+      std::this_thread::yield();
       continue;
     }
     pkts.clear();
-    for (int i = 0; i < k; ++i) pkts.push_back({segs.data() + size_t(i) * kSegCap, lens[size_t(i)]});
-    route_and_send(pkts);
+    if (!offload_) {
+      // Read straight into the packet's buffer: no copy.
+      const long n = tun_.read(writable(stock.back()));
+      if (n == 0) break;
+      if (n < 0) continue;
+      PacketBuf* b = stock.back();
+      stock.pop_back();
+      (void)b->push_back(size_t(n));
+      pkts.push_back(b);
+    } else {
+      const long n = tun_.read(in);
+      if (n == 0) break;
+      if (n < long(tun::kVnetHdrLen)) continue;
+      auto hdr = tun::VirtioNetHdr::parse({in.data(), tun::kVnetHdrLen});
+      if (!hdr) {
+        count(Drop::kBadInnerPacket);
+        continue;
+      }
+      // Segments fill the stock from its back, so the used ones are popped off the end.
+      spans.clear();
+      for (size_t i = stock.size(); i-- > 0;) spans.push_back(writable(stock[i]));
+      const int k = tun::gso_split({in.data() + tun::kVnetHdrLen, size_t(n) - tun::kVnetHdrLen},
+                                   *hdr, spans, lens);
+      if (k <= 0) {
+        count(stock.size() < stock_size ? Drop::kNoBuffer : Drop::kBadInnerPacket);
+        continue;
+      }
+      for (int i = 0; i < k; ++i) {
+        PacketBuf* b = stock.back();
+        stock.pop_back();
+        (void)b->push_back(lens[size_t(i)]);
+        pkts.push_back(b);
+      }
+    }
+    run_after.clear();
+    route_and_send(pkts, run_after);
+    for (PacketBuf* c : run_after) run_inline(c);
+    if (backlogged()) help(4);
   }
+  for (PacketBuf* b : stock) tx_pool_.put(b);
 }
 
 void Device::receive_loop(int i) {
-  // batch_size() buffers of a full datagram each; with UDP GRO one call may fill them all.
-  // The decrypted packets are handed to the TUN together, so GRO can merge them.
+  pthread_setname_np(pthread_self(), ("meshwg-udp" + std::to_string(i)).c_str());
+  // batch_size() buffers from the pool; with UDP GRO one call may fill them all. Transport
+  // datagrams leave for the pipeline in their buffers, which are replaced from the pool.
   const size_t batch = size_t(std::max(1, bind_.batch_size()));
-  constexpr size_t kBufCap = 65536 + 64;
-  std::vector<uint8_t> mem(batch * kBufCap);
+  std::vector<PacketBuf*> slots(batch, nullptr);
   std::vector<Bind::RecvMsg> msgs(batch);
-  std::vector<std::span<uint8_t>> out_bufs;
-  std::vector<size_t> out_lens;
+  std::vector<PacketBuf*> queued;
+  std::vector<PacketBuf*> inline_chains(batch);
+  size_t inline_count = 0;
   while (running_) {
-    for (size_t j = 0; j < batch; ++j)
-      msgs[j] = Bind::RecvMsg{{mem.data() + j * kBufCap, kBufCap}, 0, {}};
-    const int n = bind_.receive_batch(i, msgs);
-    if (n == int(Bind::kClosed)) break;
-    if (n <= 0) continue;
-    out_bufs.clear();
-    out_lens.clear();
-    for (int j = 0; j < n; ++j) {
-      Bind::RecvMsg& m = msgs[size_t(j)];
-      const size_t len = on_datagram(m.buf.first(m.len), m.from);
-      if (len == 0) continue;
-      out_bufs.push_back(m.buf);
-      out_lens.push_back(len);
+    size_t m = 0;
+    for (size_t j = 0; j < batch; ++j) {
+      if (!slots[j]) slots[j] = rx_pool_.get();
+      if (!slots[j]) break;
+      m = j + 1;
     }
-    if (!out_bufs.empty()) deliver(out_bufs, out_lens);
-  }
-}
-
-void Device::deliver(std::span<const std::span<uint8_t>> bufs, std::span<size_t> lens) {
-  if (!offload_) {
-    for (size_t j = 0; j < bufs.size(); ++j)
-      if (!tun_.write(bufs[j].subspan(kTransportHeaderSize, lens[j]))) count(Drop::kTunWriteFailed);
-    return;
-  }
-  // GroTable wants each IP packet preceded by room for the virtio-net header: the transport
-  // header in front of the plaintext (16 bytes) is that room.
-  constexpr size_t kShift = kTransportHeaderSize - tun::kVnetHdrLen;
-  std::array<std::span<uint8_t>, Bind::kMaxBatch> gro_bufs;
-  std::array<size_t, Bind::kMaxBatch> out{};
-  tun::GroTable gro(tun::GroTable::Options{.tcp = true, .udp = tun_.uso()});
-  for (size_t off = 0; off < bufs.size(); off += Bind::kMaxBatch) {
-    const size_t n = std::min(bufs.size() - off, size_t(Bind::kMaxBatch));
-    for (size_t j = 0; j < n; ++j) gro_bufs[j] = bufs[off + j].subspan(kShift);
-    const std::span<size_t> chunk_lens = lens.subspan(off, n);
-    const int k = gro.coalesce({gro_bufs.data(), n}, chunk_lens, out);
-    if (k < 0) {  // a caller bug (a buffer too small): count, never write garbage
-      drops_[size_t(Drop::kTunWriteFailed)].fetch_add(n, std::memory_order_relaxed);
+    if (m == 0) {
+      help(4);
+      std::this_thread::yield();
       continue;
     }
-    for (int j = 0; j < k; ++j) {
-      const size_t idx = out[size_t(j)];
-      if (!tun_.write(gro_bufs[idx].first(tun::kVnetHdrLen + chunk_lens[idx])))
-        count(Drop::kTunWriteFailed);
+    for (size_t j = 0; j < m; ++j) {
+      PacketBuf* b = slots[j];
+      msgs[j] = Bind::RecvMsg{b->tail_space().first(std::min(b->tailroom(), Bind::kMaxDatagramSize)), 0, {}};
     }
+    const int n = bind_.receive_batch(i, {msgs.data(), m});
+    if (n == int(Bind::kClosed)) break;
+    if (n <= 0) continue;
+    queued.clear();
+    {
+      std::shared_lock clk(config_mu_);
+      {
+        std::lock_guard ilk(index_mu_);
+        for (int j = 0; j < n; ++j) {
+          Bind::RecvMsg& msg = msgs[size_t(j)];
+          const uint32_t type = classify(msg.buf.data(), msg.len);
+          if (type != uint32_t(MessageType::kTransport)) continue;
+          PacketBuf* b = slots[size_t(j)];
+          (void)b->push_back(msg.len);
+          if (!resolve_transport_locked(*b, msg.from)) {
+            (void)b->trim(0);
+            continue;
+          }
+          queued.push_back(b);
+          slots[size_t(j)] = nullptr;
+        }
+      }
+      // Consecutive packets for one peer go as chains. Drops are counted in dispatch;
+      // a chain comes back for inline processing only while stop() is under way.
+      size_t inl = 0;
+      for (size_t a = 0; a < queued.size();) {
+        size_t b = a + 1;
+        while (b < queued.size() && b - a < kMaxChain && queued[b]->peer == queued[a]->peer) ++b;
+        if (PacketBuf* c = dispatch({queued.data() + a, b - a}, true)) inline_chains[inl++] = c;
+        a = b;
+      }
+      inline_count = inl;
+    }
+    for (size_t c = 0; c < inline_count; ++c) run_inline(inline_chains[c]);
+    for (int j = 0; j < n; ++j) {
+      if (!slots[size_t(j)]) continue;
+      const Bind::RecvMsg& msg = msgs[size_t(j)];
+      const uint32_t type = classify(msg.buf.data(), msg.len);
+      if (type == 0) {
+        count(Drop::kMalformedMessage);
+        log_drop(Drop::kMalformedMessage, &msg.from);
+      } else if (type != uint32_t(MessageType::kTransport)) {
+        on_handshake_datagram(msg.buf.first(msg.len), msg.from);
+      }
+    }
+    if (backlogged()) help(4);
   }
+  for (PacketBuf* b : slots) rx_pool_.put(b);
 }
 
 void Device::handshake_loop() {
+  pthread_setname_np(pthread_self(), "meshwg-hs");
   while (true) {
     QueuedHandshake item;
     bool under_load = false;
@@ -473,6 +556,7 @@ void Device::handshake_loop() {
 }
 
 void Device::timer_loop() {
+  pthread_setname_np(pthread_self(), "meshwg-timer");
   auto last_mtu = std::chrono::steady_clock::now();
   while (running_) {
     tick();

@@ -1,21 +1,28 @@
 // The WireGuard device: peers, cryptokey routing, the index table, the handshake worker, the
 // timers and the packet paths (whitepaper §2-§6; kernel device.c/send.c/receive.c/timers.c).
 //
-// Threads and queues (the crypto still runs inline on the I/O threads; parallel workers over
-// dataplane/queue.h are the next step):
+// Threads (the packet pipeline in detail is drawn in pipeline.cc):
 //
-//   tun_loop      (1 thread)        TUN read (a TSO super-packet is split) ─► allowed-IPs, runs
-//                                   per peer ─► nonces ─► pad + seal in place ─► Bind::send_batch (GSO)
-//   receive_loop  (1 per socket)    Bind::receive_batch (GRO) ─► classify ─┬─► transport: open ─► replay
-//                                     ─► src check ─► deliver: GRO-merge ─► TUN write
-//                                                                          └─► handshake_queue_ (bounded)
+//   tun_loop      (1 thread)        TUN read (a TSO super-packet is split into pooled buffers)
+//                                   ─► allowed-IPs ─► runs per peer: reserve nonces ─► enqueue
+//   receive_loop  (1 per socket)    Bind::receive_batch (GRO) ─► classify ─┬─► transport: index
+//                                     ─► enqueue                           └─► handshake_queue_
+//   worker_loop   (W threads)       crypt_queue_ ─► seal / open in place ─► drain the peer's
+//                                   ordered queue: UDP send_batch (GSO) / replay, roaming,
+//                                   source check, GRO-merge, TUN write
 //   handshake_loop (1 thread)       handshake_queue_ ─► mac1/cookie/ratelimit ─► noise ─► Bind::send
 //   timer_loop    (1 thread)        timer heap ─► retransmit / keepalive / new handshake / zero keys
 //   configuration (UAPI thread)     with_config() under config_mu_ exclusive
 //
+// crypt_queue_:     multi producer (TUN reader, receivers, staged flushes from any thread) /
+//                   multi consumer (workers, and producers that help when it backs up)
 // handshake_queue_: multi producer (receive loops) / single consumer (handshake_loop).
+// Peer ordered queues: see peer.h (PeerQueues).
+//
 // Locking: config_mu_ (shared_mutex) guards peers_, allowed_ips_, identity_, the cookie
-// checker and the listen port; packet paths hold it shared. Then Peer::mu, then index_mu_.
+// checker, the listen port and the crypt queue's lifetime; packet paths hold it shared once
+// per batch (a TUN read, a receive batch, a drained batch), never per packet. Then
+// Peer::mu, then index_mu_ (held by receivers once per batch to resolve indices).
 #pragma once
 
 #include <array>
@@ -42,6 +49,7 @@
 #include "dataplane/bind.h"
 #include "dataplane/messages.h"
 #include "dataplane/peer.h"
+#include "dataplane/queue.h"
 #include "dataplane/ratelimiter.h"
 #include "tun/tun.h"
 
@@ -82,13 +90,28 @@ enum class Drop : uint8_t {
   kTunWriteFailed,
   kUdpSendFailed,
   kNoKey,                // device has no private key
+  kQueueFull,            // the peer's in-order queue is full (more in flight than it holds)
+  kNoBuffer,             // the packet buffer pool is exhausted
   kCount,
 };
 const char* drop_name(Drop d);
 
+struct DeviceOptions {
+  // Encrypt/decrypt worker threads; 0 = one per online core.
+  int workers = 0;
+  // Packet buffers (each holds a 64 KiB packet; memory is touched only as it is used).
+  // Bound the packets in flight per direction, device-wide.
+  size_t tx_buffers = 2048;
+  size_t rx_buffers = 2048;
+  // Runs shorter than this (ACKs, pings, a lone datagram) are sealed or opened by the thread
+  // that produced them: a worker's wake-up costs more than their crypto, and it would add
+  // latency to every round trip. 0 sends everything through the workers (tests).
+  size_t inline_below = 8;
+};
+
 class Device {
  public:
-  Device(tun::Tun& tun, Bind& bind, Clock& clock);
+  Device(tun::Tun& tun, Bind& bind, Clock& clock, const DeviceOptions& opts = {});
   ~Device();
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
@@ -137,6 +160,7 @@ class Device {
   // Cookie replies accepted (a peer under load asked us for mac2).
   uint64_t cookie_replies() const { return cookie_replies_.load(std::memory_order_relaxed); }
   size_t peer_count();
+  int workers() const { return workers_; }
 
   // Test hooks: force the under-load state (cookie replies) regardless of queue length.
   void force_under_load(bool on) { force_under_load_ = on; }
@@ -166,18 +190,37 @@ class Device {
   void handshake_loop();
   void timer_loop();
 
+  // pipeline.cc: the parallel crypto stage and the hand-off to the in-order stages.
+  // Puts a run of packets for one peer and direction, whose pipeline fields are set, into
+  // the peer's ordered queue and, chained, into the crypt queue as one item. Requires
+  // config_mu_ held (shared or exclusive): stop() closes the crypt queue under it after
+  // running_ is cleared, so a push never meets a closed queue. Drops are counted and their
+  // buffers returned. Returns null, or a chain the caller must run_inline() once it holds
+  // no lock: a short run when may_inline (handing it to a worker would cost more than its
+  // crypto), or inbound packets when the device is not running.
+  [[nodiscard]] PacketBuf* dispatch(std::span<PacketBuf* const> run, bool may_inline);
+  void run_inline(PacketBuf* chain);
+  void worker_loop();
+  // Seals or opens each packet of each chain, then drains the ordered queue of every peer
+  // involved.
+  void run_crypto(std::span<PacketBuf* const> chains);
+  // A producer lends a hand when the crypt queue backs up: processes up to max chains.
+  void help(size_t max_chains);
+  // Packets per crypt-queue item: a producer cuts longer runs. Small enough that the
+  // workers share one 64 KiB TUN read, large enough for a good UDP GSO batch.
+  static constexpr size_t kMaxChain = 64;
+  bool backlogged() const;
+  void drain(Peer& peer, bool outbound);
+
   // send.cc
-  // A plaintext packet at buf+kTransportHeaderSize (len bytes), with room behind it for
-  // padding and the tag: sealed in place.
-  struct TxPacket {
-    uint8_t* buf;
-    size_t len;
-  };
-  // Routes each packet by destination and sends runs for the same peer together (one lock,
-  // one batch of nonces, one send_batch). Holds config_mu_ shared.
-  void route_and_send(std::span<TxPacket> pkts);
-  void send_run(Peer& peer, std::span<TxPacket> run);
-  size_t seal_packet(Keypair& kp, uint64_t nonce, uint8_t* buf, size_t len);
+  // Routes each packet by destination and hands runs for one peer to send_run. Takes
+  // ownership of every buffer. Holds config_mu_ shared. Appends to run_after the chains
+  // the caller must run_inline() (see dispatch()).
+  void route_and_send(std::span<PacketBuf* const> pkts, std::vector<PacketBuf*>& run_after);
+  void send_run(Peer& peer, std::span<PacketBuf* const> run, std::vector<PacketBuf*>& run_after);
+  void seal(PacketBuf& b);
+  // The in-order stage of one peer's outgoing packets (ordered-queue drain token held).
+  void drain_tx(Peer& peer, std::span<PacketBuf*> batch);
   void send_staged_locked(Peer& peer, std::unique_lock<std::mutex>& lk);
   void send_keepalive_locked(Peer& peer, std::unique_lock<std::mutex>& lk);
   void send_initiation_locked(Peer& peer, bool is_retry);
@@ -185,14 +228,17 @@ class Device {
   void keep_key_fresh_send_locked(Peer& peer);
 
   // receive.cc
-  // Both return the length of an inner packet to deliver to the TUN, decrypted in place at
-  // data.data() + kTransportHeaderSize, or 0 when there is nothing to deliver.
-  size_t on_datagram(std::span<uint8_t> data, const Endpoint& from);
-  size_t on_transport(std::span<uint8_t> data, const Endpoint& from);
-  // Writes a batch of decrypted packets to the TUN, GRO-coalesced when the TUN has offloads.
-  // bufs[i] is the receive buffer of packet i, whose IP packet starts at
-  // kTransportHeaderSize; lens[i] its length.
-  void deliver(std::span<const std::span<uint8_t>> bufs, std::span<size_t> lens);
+  // Resolves a received transport datagram (b holds it; from is its source) to its session
+  // and fills b's pipeline fields. Requires index_mu_. False: dropped and counted (b is
+  // still the caller's).
+  [[nodiscard]] bool resolve_transport_locked(PacketBuf& b, const Endpoint& from);
+  void open(PacketBuf& b);
+  // The in-order stage of one peer's received packets (ordered-queue drain token held).
+  void drain_rx(Peer& peer, std::span<PacketBuf*> batch);
+  // Writes decrypted packets to the TUN, GRO-coalesced when the TUN has offloads, and
+  // returns the buffers to their pool.
+  void deliver(std::span<PacketBuf* const> pkts);
+  void on_handshake_datagram(std::span<const uint8_t> data, const Endpoint& from);
   void on_handshake_message(std::vector<uint8_t>& data, const Endpoint& from, bool under_load);
   void consume_initiation(std::span<uint8_t> data, const Endpoint& from);
   void consume_response(std::span<uint8_t> data, const Endpoint& from);
@@ -253,6 +299,14 @@ class Device {
   std::condition_variable timer_cv_;
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timer_heap_;
 
+  // Packet buffers: separate pools so a flood from the network cannot starve sending.
+  PacketPool tx_pool_;
+  PacketPool rx_pool_;
+  // Created by start(), closed by stop(); see dispatch() for why config_mu_ orders it.
+  std::unique_ptr<BlockingQueue<PacketBuf*>> crypt_queue_;
+  const int workers_;
+  const size_t inline_below_;
+
   std::mutex rng_mu_;
   std::mt19937 rng_;
 
@@ -261,7 +315,8 @@ class Device {
   std::atomic<bool> running_{false};
   bool bind_open_ = false;
   bool timer_thread_ = true;
-  std::vector<std::thread> threads_;
+  std::vector<std::thread> threads_;         // I/O, handshake and timer threads
+  std::vector<std::thread> worker_threads_;  // joined after threads_: they drain what is left
   std::array<std::atomic<uint64_t>, size_t(Drop::kCount)> drops_{};
   std::atomic<int64_t> last_drop_log_ns_{0};
   std::atomic<uint64_t> cookie_replies_{0};

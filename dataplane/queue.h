@@ -63,6 +63,8 @@
 #include <type_traits>
 #include <utility>
 
+#include "dataplane/ip.h"
+
 namespace meshwg::dataplane {
 
 class Peer;
@@ -712,11 +714,18 @@ struct PacketBuf {
   uint32_t begin = 0;  // first byte of the packet
   uint32_t end = 0;    // one past its last byte
 
-  // Pipeline fields (non-owning; cleared by put()).
+  // Pipeline fields (cleared by put()). keypair owns a reference: it keeps the keys, and
+  // through Keypair::owner the peer and its ordered queues, alive while the packet is in
+  // flight, however the peer's sessions rotate or the peer is removed meanwhile.
   CryptFlag crypt_state;
-  Peer* peer = nullptr;
-  Keypair* keypair = nullptr;
-  uint64_t nonce = 0;
+  bool outbound = false;          // true: seal for sending; false: open a received datagram
+  Peer* peer = nullptr;           // the keypair's owner (valid while keypair is held)
+  std::shared_ptr<Keypair> keypair;
+  uint64_t nonce = 0;             // the transport counter
+  uint32_t wire_len = 0;          // received: the datagram's length (for rx_bytes)
+  Endpoint endpoint;              // received: its source and the local address it came to
+  PacketBuf* chain = nullptr;     // next packet of the same run in the crypt queue (one push
+                                  // and one pop per run, not per packet)
 
   uint8_t* head() { return data + begin; }
   const uint8_t* head() const { return data + begin; }
@@ -846,9 +855,13 @@ class PacketPool {
       queue_detail::fatal("PacketPool::put: buffer returned twice");
     b->begin = b->end = b->default_headroom_;
     b->crypt_state.reset();
+    b->outbound = false;
     b->peer = nullptr;
-    b->keypair = nullptr;
+    b->keypair.reset();  // may free the keys and the peer: put() can run on any thread
     b->nonce = 0;
+    b->wire_len = 0;
+    b->endpoint = Endpoint{};
+    b->chain = nullptr;
     const uint32_t idx = uint32_t((p - lo) / sizeof(PacketBuf));
     free_count_.fetch_add(1, std::memory_order_relaxed);
     uint64_t top = top_.load(std::memory_order_relaxed);

@@ -1,14 +1,17 @@
 // Outgoing path (whitepaper §5.4.6 transport messages, §6.2 key freshness; kernel send.c):
 //
-//   TUN read (tun_loop; a TSO/USO super-packet is split into MTU-sized packets first)
+//   TUN read (tun_loop; a TSO/USO super-packet is split into pooled, MTU-sized packets)
 //     ─► route_and_send: allowed-IPs by destination, consecutive packets for one peer form a run
 //     ─► send_run: peer has a fresh current keypair? ── no ─► stage (≤128, oldest dropped)
 //                                                   │          + initiation
 //                                                   └─ yes ─► reserve run.size() nonces
-//                  ─► pad + seal each in place (no lock) ─► Bind::send_batch (UDP GSO)
+//     ─► dispatch (pipeline.cc) ─► a worker pads and seals in place (seal)
+//     ─► drain_tx, in nonce order per peer: Bind::send_batch (UDP GSO), counters, timers
 //
-// Staged packets are flushed in order when a session becomes usable, before newer packets.
-// Runs on tun_loop, and on the receive/handshake/timer threads when they flush or keepalive.
+// Staged packets are flushed through the same pipeline when a session becomes usable; they
+// take their nonces first, so they leave before anything sent after the flush.
+// route_and_send runs on tun_loop; send_staged_locked on whichever thread completes a
+// handshake, fires a timer or drains received packets; drain_tx on the workers.
 #include <spdlog/spdlog.h>
 
 #include <array>
@@ -24,46 +27,61 @@ bool keypair_usable(const Keypair* kp, Instant now) {
   return kp && now - kp->created < kRejectAfterTime &&
          kp->send_counter.load(std::memory_order_relaxed) < kRejectAfterMessages;
 }
+// A sealed keepalive: header, no payload, tag.
+constexpr size_t kKeepaliveWireSize = kTransportHeaderSize + kTagSize;
 }  // namespace
 
-size_t Device::seal_packet(Keypair& kp, uint64_t nonce, uint8_t* buf, size_t len) {
-  uint8_t* plain = buf + kTransportHeaderSize;
+void Device::seal(PacketBuf& b) {
+  const size_t len = b.size();
   const size_t padded = padded_length(len, size_t(mtu_.load(std::memory_order_relaxed)));
-  std::memset(plain + len, 0, padded - len);
-  store_le32(buf, uint32_t(MessageType::kTransport));
-  store_le32(buf + 4, kp.remote_index);
-  store_le64(buf + 8, nonce);
-  crypto::transport_seal(plain, {plain, padded}, nonce, kp.send_key.span());
-  return kTransportHeaderSize + padded + kTagSize;
+  uint8_t* pad = b.push_back(padded - len + kTagSize);
+  uint8_t* hdr = b.push_front(kTransportHeaderSize);
+  if (!pad || !hdr) {  // the pool's headroom and tailroom are sized for this: a bug
+    count(Drop::kUdpSendFailed);
+    b.crypt_state.finish(CryptState::kDropped);
+    return;
+  }
+  std::memset(pad, 0, padded - len);
+  uint8_t* plain = hdr + kTransportHeaderSize;
+  store_le32(hdr, uint32_t(MessageType::kTransport));
+  store_le32(hdr + 4, b.keypair->remote_index);
+  store_le64(hdr + 8, b.nonce);
+  crypto::transport_seal(plain, {plain, padded}, b.nonce, b.keypair->send_key.span());
+  b.crypt_state.finish(CryptState::kDone);
 }
 
-void Device::route_and_send(std::span<TxPacket> pkts) {
+void Device::route_and_send(std::span<PacketBuf* const> pkts,
+                            std::vector<PacketBuf*>& run_after) {
   std::shared_lock lk(config_mu_);
   size_t i = 0;
   Peer* run_peer = nullptr;
   size_t run_start = 0;
   auto flush = [&](size_t end) {
-    if (run_peer && end > run_start) send_run(*run_peer, pkts.subspan(run_start, end - run_start));
+    if (run_peer && end > run_start)
+      send_run(*run_peer, pkts.subspan(run_start, end - run_start), run_after);
     run_peer = nullptr;
   };
+  auto drop = [&](Drop d) {
+    flush(i);
+    count(d);
+    tx_pool_.put(pkts[i]);
+  };
   for (; i < pkts.size(); ++i) {
-    const uint8_t* pkt = pkts[i].buf + kTransportHeaderSize;
-    const size_t n = pkts[i].len;
+    const uint8_t* pkt = pkts[i]->head();
+    const size_t n = pkts[i]->size();
     std::span<const uint8_t> dst;
     if (n >= 20 && (pkt[0] >> 4) == 4) {
       dst = {pkt + 16, 4};
     } else if (n >= 40 && (pkt[0] >> 4) == 6) {
       dst = {pkt + 24, 16};
     } else {
-      flush(i);
-      count(Drop::kBadInnerPacket);
+      drop(Drop::kBadInnerPacket);
       continue;
     }
     Peer* peer = allowed_ips_.lookup(dst);
     if (!peer) {
       // The kernel answers with ICMP unreachable; we drop and count, as wireguard-go does.
-      flush(i);
-      count(Drop::kNoRoute);
+      drop(Drop::kNoRoute);
       continue;
     }
     if (peer != run_peer) {
@@ -75,17 +93,25 @@ void Device::route_and_send(std::span<TxPacket> pkts) {
   flush(i);
 }
 
-void Device::send_run(Peer& peer, std::span<TxPacket> run) {
+void Device::send_run(Peer& peer, std::span<PacketBuf* const> run,
+                      std::vector<PacketBuf*>& run_after) {
+  auto release_all = [&] {
+    for (PacketBuf* b : run) tx_pool_.put(b);
+  };
   std::unique_lock lk(peer.mu);
-  if (peer.removed) return;
+  if (peer.removed) {
+    release_all();
+    return;
+  }
   auto stage_all = [&] {
-    for (const TxPacket& p : run) {
+    for (PacketBuf* b : run) {
       if (peer.staged.size() >= kMaxStagedPackets) {
         peer.staged.pop_front();
         count(Drop::kStagedOverflow);
       }
-      peer.staged.emplace_back(p.buf + kTransportHeaderSize, p.buf + kTransportHeaderSize + p.len);
+      peer.staged.emplace_back(b->head(), b->head() + b->size());
     }
+    release_all();
   };
   if (!peer.staged.empty()) {
     // Older packets are waiting: keep the order.
@@ -100,7 +126,8 @@ void Device::send_run(Peer& peer, std::span<TxPacket> run) {
     send_initiation_locked(peer, false);
     return;
   }
-  // One reservation of nonces for the whole run: the run is sealed without the lock.
+  // One reservation of nonces for the whole run, under the lock; the run is sealed by the
+  // workers without it.
   const uint64_t first = kp->send_counter.fetch_add(run.size(), std::memory_order_relaxed);
   if (first + run.size() > kRejectAfterMessages || first + run.size() < first) {
     stage_all();
@@ -109,39 +136,75 @@ void Device::send_run(Peer& peer, std::span<TxPacket> run) {
   }
   if (!peer.endpoint.valid()) {
     drops_[size_t(Drop::kNoEndpoint)].fetch_add(run.size(), std::memory_order_relaxed);
+    release_all();
     return;
   }
-  Endpoint to = peer.endpoint;
   lk.unlock();
-  std::array<std::span<const uint8_t>, 128> dgrams;
-  size_t total_bytes = 0;
-  size_t sent = 0;
-  for (size_t off = 0; off < run.size(); off += dgrams.size()) {
-    const size_t m = std::min(dgrams.size(), run.size() - off);
-    for (size_t j = 0; j < m; ++j) {
-      const TxPacket& p = run[off + j];
-      dgrams[j] = {p.buf, seal_packet(*kp, first + off + j, p.buf, p.len)};
+  for (size_t j = 0; j < run.size(); ++j) {
+    PacketBuf* b = run[j];
+    b->outbound = true;
+    b->peer = &peer;
+    b->keypair = kp;
+    b->nonce = first + j;
+  }
+  for (size_t off = 0; off < run.size(); off += kMaxChain) {
+    if (PacketBuf* c = dispatch(run.subspan(off, std::min(kMaxChain, run.size() - off)), true))
+      run_after.push_back(c);
+  }
+}
+
+void Device::drain_tx(Peer& peer, std::span<PacketBuf*> batch) {
+  // The caller (run_crypto) holds a keypair reference, so peer outlives the buffers
+  // returned below.
+  std::array<std::span<const uint8_t>, OrderedQueue<PacketBuf>::kMaxDrainBatch> dgrams;
+  size_t n = 0;
+  for (PacketBuf* b : batch)
+    if (b->crypt_state.load() == CryptState::kDone) dgrams[n++] = b->bytes();
+  Endpoint to;
+  {
+    std::shared_lock clk(config_mu_);
+    std::lock_guard lk(peer.mu);
+    to = peer.endpoint;
+    if (peer.removed || n == 0) {
+      n = 0;
+    } else if (!to.valid()) {
+      drops_[size_t(Drop::kNoEndpoint)].fetch_add(n, std::memory_order_relaxed);
+      n = 0;
+    } else {
+      // Before the send, as the kernel does: the timers see the packets as on their way.
+      timers_any_authenticated_packet_traversal_locked(peer);
+      timers_any_authenticated_packet_sent_locked(peer);
     }
-    const size_t k = bind_.send_batch({dgrams.data(), m}, to);
-    for (size_t j = 0; j < k; ++j) total_bytes += dgrams[j].size();
-    sent += k;
-    if (k < m) break;
   }
-  lk.lock();
-  if (sent < run.size()) {
-    drops_[size_t(Drop::kUdpSendFailed)].fetch_add(run.size() - sent, std::memory_order_relaxed);
-    if (!to.local.family && peer.endpoint.local.family) peer.endpoint.local = {};
+  if (n == 0) {
+    for (PacketBuf* b : batch) tx_pool_.put(b);
+    return;
   }
-  if (sent == 0) return;
-  peer.tx_bytes.fetch_add(total_bytes, std::memory_order_relaxed);
-  timers_any_authenticated_packet_traversal_locked(peer);
-  timers_any_authenticated_packet_sent_locked(peer);
-  timers_data_sent_locked(peer);
+  const bool had_local = to.local.family != 0;
+  const size_t sent = bind_.send_batch({dgrams.data(), n}, to);
+  size_t bytes = 0;
+  bool data = false;
+  for (size_t j = 0; j < sent; ++j) {
+    bytes += dgrams[j].size();
+    data |= dgrams[j].size() > kKeepaliveWireSize;
+  }
+  for (PacketBuf* b : batch) tx_pool_.put(b);
+  std::shared_lock clk(config_mu_);  // a rekey reads the identity
+  std::lock_guard lk(peer.mu);
+  if (sent < n) {
+    drops_[size_t(Drop::kUdpSendFailed)].fetch_add(n - sent, std::memory_order_relaxed);
+    // The bind dropped a sticky source address that no longer exists: forget it.
+    if (had_local && !to.local.family) peer.endpoint.local = {};
+  }
+  if (sent == 0 || peer.removed) return;
+  peer.tx_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  if (data) timers_data_sent_locked(peer);
   keep_key_fresh_send_locked(peer);
 }
 
 void Device::send_staged_locked(Peer& peer, std::unique_lock<std::mutex>& lk) {
-  (void)lk;  // held throughout: staged flushes are rare (after a handshake)
+  (void)lk;  // held throughout; dispatch() never waits and never drains
+  if (!running_) return;  // kept until the device runs (start() flushes keepalives)
   const Instant now = clock_.now();
   std::shared_ptr<Keypair> kp = peer.current;
   if (!keypair_usable(kp.get(), now)) {
@@ -152,31 +215,36 @@ void Device::send_staged_locked(Peer& peer, std::unique_lock<std::mutex>& lk) {
     count(Drop::kNoEndpoint);
     return;
   }
-  std::vector<uint8_t> buf;
-  bool data_sent = false;
+  std::array<PacketBuf*, kMaxChain> chain;
+  size_t n = 0;
+  auto flush = [&] {
+    (void)dispatch({chain.data(), n}, false);  // outbound, not inline: always null
+    n = 0;
+  };
   while (!peer.staged.empty()) {
-    std::vector<uint8_t> pkt = std::move(peer.staged.front());
-    peer.staged.pop_front();
+    std::vector<uint8_t>& pkt = peer.staged.front();
+    PacketBuf* b = tx_pool_.get();
+    if (!b || b->tailroom() < pkt.size() + kPaddingMultiple + kTagSize) {
+      tx_pool_.put(b);
+      count(Drop::kNoBuffer);
+      break;  // what is left stays staged for the next flush
+    }
     const uint64_t nonce = kp->send_counter.fetch_add(1, std::memory_order_relaxed);
     if (nonce >= kRejectAfterMessages) {
-      peer.staged.push_front(std::move(pkt));
+      tx_pool_.put(b);
       send_initiation_locked(peer, false);
-      return;
+      break;
     }
-    buf.resize(kTransportHeaderSize + pkt.size() + kPaddingMultiple + kTagSize);
-    if (!pkt.empty()) std::memcpy(buf.data() + kTransportHeaderSize, pkt.data(), pkt.size());
-    const size_t total = seal_packet(*kp, nonce, buf.data(), pkt.size());
-    if (!bind_.send({buf.data(), total}, peer.endpoint)) {
-      count(Drop::kUdpSendFailed);
-      continue;
-    }
-    peer.tx_bytes.fetch_add(total, std::memory_order_relaxed);
-    timers_any_authenticated_packet_traversal_locked(peer);
-    timers_any_authenticated_packet_sent_locked(peer);
-    if (!pkt.empty()) data_sent = true;
+    if (!pkt.empty()) std::memcpy(b->push_back(pkt.size()), pkt.data(), pkt.size());
+    peer.staged.pop_front();
+    b->outbound = true;
+    b->peer = &peer;
+    b->keypair = kp;
+    b->nonce = nonce;
+    chain[n++] = b;
+    if (n == chain.size()) flush();
   }
-  if (data_sent) timers_data_sent_locked(peer);
-  keep_key_fresh_send_locked(peer);
+  flush();
 }
 
 void Device::send_keepalive_locked(Peer& peer, std::unique_lock<std::mutex>& lk) {

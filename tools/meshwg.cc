@@ -104,7 +104,10 @@ int run_daemon(const std::string& ifname, bool foreground) {
   meshwg::dataplane::LinuxBind bind(
       meshwg::dataplane::LinuxBindOptions{.gso = offload, .gro = offload});
   meshwg::dataplane::SystemClock clock;
-  auto device = std::make_unique<meshwg::dataplane::Device>(*tun, bind, clock);
+  // MESHWG_WORKERS: encrypt/decrypt worker threads (default: one per core).
+  meshwg::dataplane::DeviceOptions dev_opts;
+  if (const char* w = std::getenv("MESHWG_WORKERS"); w && *w) dev_opts.workers = std::atoi(w);
+  auto device = std::make_unique<meshwg::dataplane::Device>(*tun, bind, clock, dev_opts);
   meshwg::control::DeviceUapi handler(*device);
   meshwg::control::UapiServer uapi(ifname, handler, kSocketDir);
   if (!uapi.listen(err)) {

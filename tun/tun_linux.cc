@@ -108,6 +108,9 @@ LinuxTun::~LinuxTun() {
 long LinuxTun::read(std::span<uint8_t> buf) {
   // Bounded only by close(): this is the blocking read the contract asks for. Every pass
   // either returns or sleeps in poll(), so it never spins.
+  // Under load a packet is usually waiting: try before paying for a poll(). The wake pipe is
+  // still seen: the first read that finds nothing goes to poll().
+  if (ssize_t n = ::read(fd_, buf.data(), buf.size()); n > 0) return n;
   for (;;) {
     struct pollfd p[2] = {{fd_, POLLIN, 0}, {wake_[0], POLLIN, 0}};
     int r = ::poll(p, 2, -1);

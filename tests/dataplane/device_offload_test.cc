@@ -9,7 +9,7 @@
 
 #include "control/device_uapi.h"
 #include "control/uapi.h"
-#include "fakes.h"
+#include "node.h"
 #include "tun/offload.h"
 
 namespace meshwg::testing {
@@ -78,26 +78,6 @@ Packet tcp4(uint32_t seq, const std::vector<uint8_t>& payload, uint8_t flags, ui
   return out;
 }
 
-struct Node {
-  Node(FakeNet& net, FakeClock& clock, const std::string& ip)
-      : tun(1420, true), bind(net, ip), dev(tun, bind, clock), uapi(dev) {
-    crypto::x25519_generate(priv.span());
-    EXPECT_TRUE(crypto::x25519_public(pub, priv.span()));
-  }
-  int set(const std::string& body) {
-    control::ParseError err;
-    auto req = control::parse_set(body, err);
-    EXPECT_TRUE(req) << err.message;
-    return req ? uapi.apply_set(*req) : err.errno_value;
-  }
-  FakeTun tun;
-  FakeBind bind;
-  dataplane::Device dev;
-  control::DeviceUapi uapi;
-  crypto::Key priv;
-  crypto::PublicKey pub{};
-};
-
 // Reassembles the TCP payload bytes (by sequence number) from what a TUN wrote, checking every
 // write's virtio-net header and IP/TCP framing on the way.
 std::map<uint32_t, std::vector<uint8_t>> tcp_stream(const std::vector<Packet>& writes) {
@@ -129,7 +109,7 @@ TEST(DeviceOffload, TsoSuperPacketArrivesAsTheSameByteStream) {
   ASSERT_TRUE(crypto::init());
   FakeNet net;
   FakeClock clock;
-  Node a(net, clock, "10.0.0.1"), b(net, clock, "10.0.0.2");
+  Node a(net, clock, "10.0.0.1", true), b(net, clock, "10.0.0.2", true);
   ASSERT_EQ(a.set("private_key=" + control::to_hex(a.priv.span()) + "\nlisten_port=1\npublic_key=" +
                   control::to_hex(b.pub) + "\nallowed_ip=192.168.1.2/32\nendpoint=10.0.0.2:2\n"),
             0);

@@ -7,7 +7,7 @@
 
 #include "control/device_uapi.h"
 #include "control/uapi.h"
-#include "fakes.h"
+#include "node.h"
 
 namespace meshwg::testing {
 namespace {
@@ -15,38 +15,21 @@ namespace {
 using namespace std::chrono_literals;
 using dataplane::Drop;
 
-struct Node {
-  Node(FakeNet& net, FakeClock& clock, const std::string& ip)
-      : bind(net, ip), dev(tun, bind, clock), uapi(dev) {
-    crypto::x25519_generate(priv.span());
-    EXPECT_TRUE(crypto::x25519_public(pub, priv.span()));
-  }
-  int set(const std::string& body) {
-    control::ParseError err;
-    auto req = control::parse_set(body, err);
-    EXPECT_TRUE(req) << err.message;
-    if (!req) return err.errno_value;
-    return uapi.apply_set(*req);
-  }
+struct DevNode : Node {
+  using Node::Node;
   control::PeerSnapshot peer_snapshot() {
     auto s = uapi.snapshot();
     EXPECT_EQ(s.peers.size(), 1u);
     return s.peers.empty() ? control::PeerSnapshot{} : s.peers[0];
   }
-  FakeTun tun;
-  FakeBind bind;
-  dataplane::Device dev;
-  control::DeviceUapi uapi;
-  crypto::Key priv;
-  crypto::PublicKey pub{};
 };
 
 class TwoDevices : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(crypto::init());
-    a = std::make_unique<Node>(net, clock, "10.0.0.1");
-    b = std::make_unique<Node>(net, clock, "10.0.0.2");
+    a = std::make_unique<DevNode>(net, clock, "10.0.0.1");
+    b = std::make_unique<DevNode>(net, clock, "10.0.0.2");
     ASSERT_EQ(a->set("private_key=" + control::to_hex(a->priv.span()) + "\nlisten_port=1001\n"), 0);
     ASSERT_EQ(b->set("private_key=" + control::to_hex(b->priv.span()) + "\nlisten_port=1002\n"), 0);
     ASSERT_EQ(a->set("public_key=" + control::to_hex(b->pub) +
@@ -80,7 +63,7 @@ class TwoDevices : public ::testing::Test {
 
   FakeNet net;
   FakeClock clock;
-  std::unique_ptr<Node> a, b;
+  std::unique_ptr<DevNode> a, b;
 };
 
 TEST_F(TwoDevices, HandshakeThenDataBothWays) {
@@ -269,15 +252,19 @@ TEST_F(TwoDevices, PersistentKeepalive) {
   ASSERT_EQ(a->set("public_key=" + control::to_hex(b->pub) + "\npersistent_keepalive_interval=5\n"),
             0);
   net.clear_log();
-  for (int i = 0; i < 3; ++i) {
+  auto keepalives = [&] {
+    size_t n = 0;
+    for (auto& s : net.log())
+      if (s.data.size() == dataplane::kKeepaliveSize && s.from.str() == "10.0.0.1:1001") ++n;
+    return n;
+  };
+  for (size_t i = 1; i <= 3; ++i) {
+    // Each keepalive re-arms the timer when it is sent (by a packet worker): wait for it
+    // before moving time, or the next deadline would be measured from the moved clock.
     clock.advance(5s + 10ms);
     a->dev.tick();
-    std::this_thread::sleep_for(5ms);
+    ASSERT_TRUE(wait_until([&] { return keepalives() >= i; })) << "keepalive " << i;
   }
-  size_t keepalives = 0;
-  for (auto& s : net.log())
-    if (s.data.size() == dataplane::kKeepaliveSize && s.from.str() == "10.0.0.1:1001") ++keepalives;
-  EXPECT_GE(keepalives, 3u);
 }
 
 TEST_F(TwoDevices, LowOrderPeerKeyNeverHandshakes) {

@@ -496,7 +496,7 @@ TEST(PacketPool, ExhaustionAndReuse) {
   // Dirty a buffer, return it, get it back clean.
   int dummy;
   b[0]->peer = reinterpret_cast<Peer*>(&dummy);
-  b[0]->keypair = reinterpret_cast<Keypair*>(&dummy);
+  b[0]->keypair = std::shared_ptr<Keypair>(reinterpret_cast<Keypair*>(&dummy), [](Keypair*) {});
   b[0]->nonce = 42;
   b[0]->crypt_state.finish(CryptState::kDone);
   ASSERT_NE(b[0]->push_back(100), nullptr);

@@ -29,7 +29,9 @@ struct World {
 
   World() {
     (void)crypto::init();
-    dev = std::make_unique<dataplane::Device>(tun, bind, clock);
+    dataplane::DeviceOptions opts;  // small pools: a fuzz input handles one datagram
+    opts.tx_buffers = opts.rx_buffers = 64;
+    dev = std::make_unique<dataplane::Device>(tun, bind, clock, opts);
     crypto::Key k1, k2;
     crypto::x25519_generate(k1.span());
     crypto::x25519_generate(k2.span());
