@@ -259,4 +259,79 @@ std::string serialize_get(const DeviceSnapshot& snap) {
   return out;
 }
 
+std::optional<DeviceSnapshot> parse_get(std::string_view body, ParseError& err) {
+  Failer fail(err);
+  DeviceSnapshot snap;
+  PeerSnapshot* peer = nullptr;
+  size_t line_no = 0;
+  while (!body.empty()) {
+    const size_t nl = body.find('\n');
+    const std::string_view line = body.substr(0, nl);
+    body = nl == std::string_view::npos ? std::string_view{} : body.substr(nl + 1);
+    ++line_no;
+    if (line_no > kMaxSetLines || line.size() > kMaxLineLength)
+      return fail(EINVAL, line_no, "reply too large");
+    if (line.empty()) break;  // the end of the reply
+    const size_t eq = line.find('=');
+    if (eq == std::string_view::npos) return fail(EPROTO, line_no, "missing '=' (want key=value)");
+    const std::string_view key = line.substr(0, eq);
+    const std::string_view value = line.substr(eq + 1);
+    auto bad_value = [&] {
+      return fail(EINVAL, line_no, std::string(key) + ": " + quote(value) + " is not valid");
+    };
+    uint64_t v = 0;
+    if (key == "public_key") {
+      peer = &snap.peers.emplace_back();
+      if (!from_hex(value, peer->public_key)) return bad_value();
+    } else if (!peer) {
+      if (key == "private_key") {
+        crypto::Key k;
+        // No echo of a private key, valid or not.
+        if (!from_hex(value, k.span())) return fail(EINVAL, line_no, "private_key: not 64 hex digits");
+        snap.private_key = k;
+      } else if (key == "listen_port") {
+        if (!parse_uint(value, 65535, v)) return bad_value();
+        snap.listen_port = uint16_t(v);
+      } else if (key == "fwmark") {
+        if (!parse_uint(value, UINT32_MAX, v)) return bad_value();
+        snap.fwmark = uint32_t(v);
+      } else if (key == "errno") {
+        if (!parse_uint(value, INT32_MAX, v)) return bad_value();
+        if (v != 0) return fail(int(v), line_no, "the device answered errno=" + std::string(value));
+      }
+      // Other interface keys are newer than this reader: skipped, as wg(8) would not.
+    } else if (key == "preshared_key") {
+      if (!from_hex(value, peer->preshared_key.span()))
+        return fail(EINVAL, line_no, "preshared_key: not 64 hex digits");
+    } else if (key == "endpoint") {
+      peer->endpoint = dataplane::Endpoint::parse(value);
+      if (!peer->endpoint) return bad_value();
+    } else if (key == "last_handshake_time_sec") {
+      if (!parse_uint(value, INT64_MAX, v)) return bad_value();
+      peer->last_handshake_sec = int64_t(v);
+    } else if (key == "last_handshake_time_nsec") {
+      if (!parse_uint(value, 999'999'999, v)) return bad_value();
+      peer->last_handshake_nsec = int64_t(v);
+    } else if (key == "tx_bytes") {
+      if (!parse_uint(value, UINT64_MAX, v)) return bad_value();
+      peer->tx_bytes = v;
+    } else if (key == "rx_bytes") {
+      if (!parse_uint(value, UINT64_MAX, v)) return bad_value();
+      peer->rx_bytes = v;
+    } else if (key == "persistent_keepalive_interval") {
+      if (!parse_uint(value, 65535, v)) return bad_value();
+      peer->persistent_keepalive = uint16_t(v);
+    } else if (key == "allowed_ip") {
+      auto prefix = dataplane::IpPrefix::parse(value);
+      if (!prefix || value.find('/') == std::string_view::npos) return bad_value();
+      peer->allowed_ips.push_back(*prefix);
+    } else if (key == "errno") {
+      if (!parse_uint(value, INT32_MAX, v)) return bad_value();
+      if (v != 0) return fail(int(v), line_no, "the device answered errno=" + std::string(value));
+    }
+    // protocol_version and keys newer than this reader: skipped.
+  }
+  return snap;
+}
+
 }  // namespace meshwg::control

@@ -80,6 +80,12 @@ struct DeviceSnapshot {
 // The get reply body (key=value lines), without the trailing "errno=0\n\n".
 std::string serialize_get(const DeviceSnapshot& snap);
 
+// Parses a get reply (what serialize_get writes, or wireguard-go's: any order of interface
+// keys, public_key starting each peer), up to an empty line or the end. An "errno=N" line
+// with N != 0 fails with errno_value N. Keys this reader does not know are skipped, so a
+// newer implementation's reply still reads. Values are checked as strictly as in parse_set.
+std::optional<DeviceSnapshot> parse_get(std::string_view body, ParseError& err);
+
 // Lowercase hex of 32 bytes, and the strict reverse (64 hex chars, either case).
 std::string to_hex(std::span<const uint8_t, 32> key);
 bool from_hex(std::string_view s, std::span<uint8_t, 32> out);

@@ -18,16 +18,21 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "control/device_uapi.h"
+#include "control/status.h"
 #include "control/stun.h"
+#include "control/uapi_client.h"
 #include "control/uapi_server.h"
 #include "crypto/primitives.h"
 #include "dataplane/bind_linux.h"
@@ -329,10 +334,61 @@ int stun_main(int argc, char** argv) {
   return run_stun(target, rt);
 }
 
+// One interface's status, or nullopt with a message on stderr.
+std::optional<meshwg::control::InterfaceStatus> read_status(const std::string& ifname) {
+  std::string err;
+  const std::string path = std::string(kSocketDir) + "/" + ifname + ".sock";
+  auto reply = meshwg::control::uapi_get(path, err);
+  if (!reply) {
+    std::cerr << "meshwg status: " << err << "\n";
+    return std::nullopt;
+  }
+  meshwg::control::ParseError perr;
+  auto snap = meshwg::control::parse_get(*reply, perr);
+  sodium_memzero(reply->data(), reply->size());  // it carries the private key in hex
+  if (!snap) {
+    std::cerr << "meshwg status: " << ifname << ": bad reply: " << perr.message << "\n";
+    return std::nullopt;
+  }
+  return meshwg::control::status_from_snapshot(ifname, *snap, std::chrono::system_clock::now());
+}
+
+// `meshwg status [--json] [IFNAME]`: reads every device (or one) through its UAPI socket, so
+// it also shows wireguard-go interfaces. The JSON schema is documented in control/status.h.
+int status_main(int argc, char** argv) {
+  CLI::App app{"meshwg status: interfaces, candidates and peers (path, endpoint, handshake, bytes)"};
+  app.name("meshwg status");
+  bool json = false;
+  std::string ifname;
+  app.add_flag("--json", json, "print JSON (schema in control/status.h and the README)");
+  app.add_option("IFNAME", ifname, "only this interface");
+  CLI11_PARSE(app, argc, argv);
+  if (sodium_init() < 0) return 1;
+  const std::vector<std::string> names =
+      ifname.empty() ? meshwg::control::uapi_interfaces(kSocketDir) : std::vector{ifname};
+  const auto now = std::chrono::system_clock::now();
+  nlohmann::json all = nlohmann::json::array();
+  int rc = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    auto st = read_status(names[i]);
+    if (!st) {
+      rc = 1;
+      continue;
+    }
+    if (json)
+      all.push_back(meshwg::control::to_json(*st));
+    else
+      std::cout << (i ? "\n" : "") << meshwg::control::to_text(*st, now);
+  }
+  if (json) std::cout << (ifname.empty() ? all.dump(2) : (all.empty() ? std::string("null") : all[0].dump(2))) << "\n";
+  return rc;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::strcmp(argv[1], "stun") == 0) return stun_main(argc - 1, argv + 1);
+  if (argc >= 2 && std::strcmp(argv[1], "status") == 0) return status_main(argc - 1, argv + 1);
 
   CLI::App app{"meshwg: userspace WireGuard (wireguard-go compatible)"};
   bool foreground = false;
@@ -340,7 +396,9 @@ int main(int argc, char** argv) {
   app.add_flag("-f,--foreground", foreground, "stay in the foreground");
   app.add_option("IFNAME", ifname, "interface to create")->required();
   app.set_version_flag("--version", "meshwg 0.1.0");
-  app.footer("Also: meshwg stun HOST:PORT   one STUN binding query (see meshwg stun --help)");
+  app.footer(
+      "Also: meshwg stun HOST:PORT            one STUN binding query (see meshwg stun --help)\n"
+      "      meshwg status [--json] [IFNAME]  what each interface is doing");
   CLI11_PARSE(app, argc, argv);
   if (env_true("WG_PROCESS_FOREGROUND")) foreground = true;
   return run_daemon(ifname, foreground);

@@ -1,5 +1,6 @@
 // libFuzzer target for the UAPI text protocol (wireguard.com/xplatform): control/uapi.cc's
-// parse_set on raw bytes, with invariants and a get→set round trip on success, and
+// parse_set on raw bytes, with invariants and a get→set round trip on success (and the
+// get reply read back by parse_get), parse_get on the raw bytes, and
 // control/uapi_server.cc's UapiServer::serve() on the same bytes over a socketpair.
 //
 // Inputs may be framed like a request ("set=1\n...\n\n"): the parser then sees the body, so
@@ -101,6 +102,18 @@ void check_parse(std::string_view body) {
   const std::string get = serialize_get(snap);
   CHECK(get.empty() || get.back() == '\n');
   CHECK(get.find("\n\n") == std::string::npos);
+  // What `meshwg status` reads back is what was written.
+  ParseError gerr;
+  const auto back = parse_get(get, gerr);
+  CHECK(back.has_value());
+  CHECK(back->peers.size() == snap.peers.size());
+  CHECK(back->listen_port == snap.listen_port && back->fwmark == snap.fwmark);
+  for (size_t i = 0; i < snap.peers.size(); ++i) {
+    CHECK(back->peers[i].public_key == snap.peers[i].public_key);
+    CHECK(back->peers[i].allowed_ips == snap.peers[i].allowed_ips);
+    CHECK(back->peers[i].endpoint.has_value() ==
+          (snap.peers[i].endpoint && snap.peers[i].endpoint->valid()));
+  }
 
   ParseError err2;
   const auto r2 = parse_set(get_to_set(get), err2);
@@ -173,5 +186,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   check_parse(body);
   check_serve(in);
+  // The get-reply reader on raw bytes: never crashes; a failure names a line and an errno.
+  ParseError gerr;
+  if (!parse_get(in, gerr)) CHECK(gerr.errno_value != 0 && gerr.line >= 1);
   return 0;
 }

@@ -21,6 +21,7 @@
 #      with our own public key is ignored.
 #   5. Counters after the first handshake (netns_checklist.md 1): 10 pings, then transfer bytes.
 #   6. WG_QUICK_USERSPACE_IMPLEMENTATION=$IMPL wg-quick up/down brings up a working tunnel.
+#   After 5: `meshwg status --json` agrees with `wg show dump` for both implementations.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -260,6 +261,37 @@ counters() {
   ((rx >= 840 && tx >= 880 && rx < 2500 && tx < 2500))
 }
 check "counters: 10 pings, transfer and latest handshake" counters
+
+# `meshwg status --json` tells what `wg show dump` tells, for meshwg and for wireguard-go
+# (it reads any implementation's UAPI socket), with path "direct" after the handshake.
+status_matches() {  # NS IF
+  local json dump
+  json=$(timeout 10 ip netns exec "$1" "$MESHWG" status --json "$2") || return 1
+  dump=$(wgx "$1" show "$2" dump) || return 1
+  echo "$json"
+  JSON="$json" DUMP="$dump" IFN="$2" "$PY" - <<'PYEOF'
+import json, os, sys, time
+j = json.loads(os.environ["JSON"])
+lines = [l.split("\t") for l in os.environ["DUMP"].splitlines()]
+iface, peers = lines[0], lines[1:]
+ok = j["interface"] == os.environ["IFN"] and j["listen_port"] == int(iface[2])
+ok &= isinstance(j["candidates"], list) and len(j["peers"]) == len(peers)
+for p, d in zip(j["peers"], peers):
+    # dump: public-key psk endpoint allowed-ips latest-handshake rx tx keepalive
+    ok &= p["public_key"] == d[0] and p["endpoint"] == (None if d[2] == "(none)" else d[2])
+    ok &= p["latest_handshake"] == int(d[4]) and p["path"] == "direct" and p["rtt_ms"] is None
+    # Counters may move between the two reads (keepalives): same order of magnitude.
+    ok &= abs(p["rx_bytes"] - int(d[5])) <= 256 and abs(p["tx_bytes"] - int(d[6])) <= 256
+    ok &= abs(time.time() - p["latest_handshake"]) < 120
+sys.exit(0 if ok else 1)
+PYEOF
+}
+check "status: --json agrees with wg show dump ($IMPL)" status_matches "$NS1" "$IF2"
+check "status: --json reads $PEER_IMPL too" status_matches "$NS2" "$IF3"
+check "status: text names the interface and the path" bash -c \
+  "timeout 10 ip netns exec $NS1 $MESHWG status $IF2 | grep -q 'path: direct'"
+check "status: an unknown interface fails with a message" bash -c \
+  "out=\$(timeout 10 $MESHWG status nosuch$$ 2>&1); rc=\$?; echo \"\$out\"; ((rc == 1)) && [[ \$out == *nosuch$$* ]]"
 stop_daemon "$PID2" || true
 
 # --- 6. wg-quick with $IMPL as the userspace implementation --------------------------------

@@ -1,0 +1,122 @@
+// `meshwg status` (see status.h for the JSON schema).
+#include "control/status.h"
+
+#include <sodium.h>
+
+#include <cstdio>
+
+#include "dataplane/messages.h"
+
+namespace meshwg::control {
+
+namespace {
+std::string base64(std::span<const uint8_t, 32> key) {
+  char out[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_ORIGINAL)];
+  sodium_bin2base64(out, sizeof(out), key.data(), key.size(), sodium_base64_VARIANT_ORIGINAL);
+  return out;
+}
+
+bool is_loopback(const dataplane::IpAddress& a) {
+  if (a.family == 4) return a.bytes[0] == 127;
+  if (a.family != 6) return false;
+  static constexpr uint8_t kLoop6[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
+  static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::equal(a.bytes.begin(), a.bytes.end(), kLoop6)) return true;
+  return std::equal(kMapped, kMapped + 12, a.bytes.begin()) && a.bytes[12] == 127;
+}
+
+std::string bytes_text(uint64_t n) {
+  static constexpr const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = double(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.2f %s", v, kUnits[u]);
+  return buf;
+}
+
+std::string ago_text(int64_t secs) {
+  if (secs < 60) return std::to_string(secs) + " s ago";
+  if (secs < 3600) return std::to_string(secs / 60) + " min " + std::to_string(secs % 60) + " s ago";
+  return std::to_string(secs / 3600) + " h " + std::to_string(secs / 60 % 60) + " min ago";
+}
+}  // namespace
+
+std::string classify_path(const PeerSnapshot& p, std::chrono::system_clock::time_point now) {
+  if (!p.endpoint || !p.endpoint->valid() || p.last_handshake_sec == 0) return "none";
+  const auto hs = std::chrono::system_clock::time_point(std::chrono::seconds(p.last_handshake_sec));
+  if (now - hs >= dataplane::kRejectAfterTime) return "none";
+  return is_loopback(p.endpoint->ip()) ? "relayed" : "direct";
+}
+
+InterfaceStatus status_from_snapshot(const std::string& ifname, const DeviceSnapshot& snap,
+                                     std::chrono::system_clock::time_point now) {
+  InterfaceStatus s;
+  s.interface = ifname;
+  s.listen_port = snap.listen_port;
+  for (const PeerSnapshot& p : snap.peers) {
+    PeerStatus ps;
+    ps.public_key = base64(p.public_key);
+    if (p.endpoint && p.endpoint->valid()) ps.endpoint = p.endpoint->str();
+    ps.path = classify_path(p, now);
+    ps.latest_handshake = p.last_handshake_sec;
+    ps.rx_bytes = p.rx_bytes;
+    ps.tx_bytes = p.tx_bytes;
+    s.peers.push_back(std::move(ps));
+  }
+  return s;
+}
+
+nlohmann::json to_json(const InterfaceStatus& s) {
+  nlohmann::json j;
+  j["interface"] = s.interface;
+  j["listen_port"] = s.listen_port;
+  j["candidates"] = nlohmann::json::array();
+  for (const CandidateStatus& c : s.candidates)
+    j["candidates"].push_back({{"kind", c.kind}, {"address", c.address}, {"age_s", c.age_s}});
+  j["peers"] = nlohmann::json::array();
+  for (const PeerStatus& p : s.peers) {
+    nlohmann::json pj;
+    pj["public_key"] = p.public_key;
+    pj["endpoint"] = p.endpoint ? nlohmann::json(*p.endpoint) : nlohmann::json(nullptr);
+    pj["path"] = p.path;
+    pj["rtt_ms"] = p.rtt_ms ? nlohmann::json(*p.rtt_ms) : nlohmann::json(nullptr);
+    pj["latest_handshake"] = p.latest_handshake;
+    pj["rx_bytes"] = p.rx_bytes;
+    pj["tx_bytes"] = p.tx_bytes;
+    j["peers"].push_back(std::move(pj));
+  }
+  return j;
+}
+
+std::string to_text(const InterfaceStatus& s, std::chrono::system_clock::time_point now) {
+  std::string out = "interface: " + s.interface + "\n  listening port: " +
+                    std::to_string(s.listen_port) + "\n";
+  if (s.candidates.empty()) out += "  candidates: (none gathered)\n";
+  for (const CandidateStatus& c : s.candidates)
+    out += "  candidate: " + c.address + " (" + c.kind + ", " + std::to_string(c.age_s) + " s old)\n";
+  const int64_t now_s =
+      std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
+  for (const PeerStatus& p : s.peers) {
+    out += "\npeer: " + p.public_key + "\n";
+    out += "  endpoint: " + (p.endpoint ? *p.endpoint : std::string("(none)")) + "\n";
+    out += "  path: " + p.path;
+    if (p.rtt_ms) {
+      char buf[32];
+      std::snprintf(buf, sizeof(buf), ", rtt %.2f ms", *p.rtt_ms);
+      out += buf;
+    }
+    out += "\n  latest handshake: " +
+           (p.latest_handshake == 0 ? std::string("never")
+                                    : ago_text(std::max<int64_t>(0, now_s - p.latest_handshake))) +
+           "\n";
+    out += "  transfer: " + bytes_text(p.rx_bytes) + " received, " + bytes_text(p.tx_bytes) +
+           " sent\n";
+  }
+  return out;
+}
+
+}  // namespace meshwg::control
