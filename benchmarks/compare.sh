@@ -24,7 +24,8 @@
 #   env: ROUNDS (3, at least 2), SECS (10), OUT (/tmp/meshwg-bench-DATE), MESHWG (meshwg
 #   binary, default build/tools/meshwg), TESTS (default "rtt tcp1 tcp4 udp64"; a subset runs
 #   only those), IMPL_A / IMPL_B (wireguard-go / meshwg; IMPL_B=wireguard-go checks the
-#   harness), MESHWG_NO_OFFLOAD=1 is passed through to meshwg, KEEP_WORKDIR=1 keeps the
+#   harness; IMPL_A=meshwg with MESHWG_A / MESHWG_B compares two meshwg builds, the A/B of a
+#   change), MESHWG_NO_OFFLOAD=1 is passed through to meshwg, KEEP_WORKDIR=1 keeps the
 #   daemon logs. Daemons, iperf3 and ping share the machine's cores, so the figures compare
 #   the implementations on this machine, nothing more.
 set -euo pipefail
@@ -158,9 +159,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
   if ((round % 2)); then order=(A B); else order=(B A); fi
   for slot in "${order[@]}"; do
     if [[ $slot == A ]]; then
-      run_round "$round" "$IMPL_A"
+      MESHWG=${MESHWG_A:-$MESHWG} run_round "$round" "$IMPL_A"
     else
-      run_round "$round" "$IMPL_B"
+      MESHWG=${MESHWG_B:-$MESHWG} run_round "$round" "$IMPL_B"
     fi
     # run_round logs the implementation name; rename the last row to the slot's name.
     if [[ $IMPL_A == "$IMPL_B" ]]; then

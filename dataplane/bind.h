@@ -76,6 +76,13 @@ class Bind {
     return 1;
   }
 
+  // As receive_batch(), but returns kWouldBlock at once when nothing is waiting. The default
+  // blocks, which only means the caller never sees "nothing waiting".
+  static constexpr int kWouldBlock = -3;
+  [[nodiscard]] virtual int try_receive_batch(int i, std::span<RecvMsg> msgs) {
+    return receive_batch(i, msgs);
+  }
+
   // Sends datagrams, in order, all to `to` (any count; batch_size() at a time is ideal).
   // Returns k: datagrams[0, k) were handed to the kernel; datagrams[k, end) were not (the
   // caller counts them as drops and their bytes as unsent). May clear to.local like send().

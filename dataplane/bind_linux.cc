@@ -307,6 +307,21 @@ long LinuxBind::receive(int i, std::span<uint8_t> buf, Endpoint& from) {
   return long(m.len);
 }
 
+int LinuxBind::try_receive_batch(int i, std::span<RecvMsg> msgs) {
+  if (i < 0 || i > 1 || msgs.empty()) return -1;
+  msgs = msgs.first(std::min(msgs.size(), size_t(kMaxBatch)));
+  if (closed_) return int(kClosed);
+  if (!pending_[i].empty()) {
+    const size_t n = drain(pending_[i], msgs);
+    if (n > 0) return int(n);
+  }
+  Use use(*this);
+  const int fd = i == 0 ? fd4_.load() : fd6_.load();
+  if (fd < 0) return kWouldBlock;
+  const int n = read_socket(i, fd, msgs);
+  return n == 0 ? kWouldBlock : n;
+}
+
 int LinuxBind::receive_batch(int i, std::span<RecvMsg> msgs) {
   if (i < 0 || i > 1 || msgs.empty()) return -1;
   msgs = msgs.first(std::min(msgs.size(), size_t(kMaxBatch)));

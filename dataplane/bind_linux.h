@@ -36,6 +36,7 @@ class LinuxBind final : public Bind {
   [[nodiscard]] bool set_fwmark(uint32_t mark) override;
   int batch_size() const override { return kMaxBatch; }
   [[nodiscard]] int receive_batch(int i, std::span<RecvMsg> msgs) override;
+  [[nodiscard]] int try_receive_batch(int i, std::span<RecvMsg> msgs) override;
   [[nodiscard]] size_t send_batch(std::span<const std::span<const uint8_t>> datagrams,
                                   Endpoint& to) override;
 

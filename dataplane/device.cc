@@ -400,6 +400,14 @@ void Device::tun_loop() {
   std::vector<PacketBuf*> pkts;
   std::vector<PacketBuf*> run_after;
   auto writable = [&](PacketBuf* b) { return b->tail_space().first(b->tailroom() - kReserve); };
+  // Before sleeping in read(), run the chains no worker has taken (Handoff::kProducerFirst
+  // leaves a lone chain to us).
+  auto read_tun = [&](std::span<uint8_t> buf) {
+    const long n = tun_.try_read(buf);
+    if (n != tun::Tun::kWouldBlock) return n;
+    help(256);
+    return tun_.read(buf);
+  };
   while (running_) {
     while (stock.size() < stock_size) {
       PacketBuf* b = tx_pool_.get();
@@ -415,7 +423,7 @@ void Device::tun_loop() {
     pkts.clear();
     if (!offload_) {
       // Read straight into the packet's buffer: no copy.
-      const long n = tun_.read(writable(stock.back()));
+      const long n = read_tun(writable(stock.back()));
       if (n == 0) break;
       if (n < 0) continue;
       PacketBuf* b = stock.back();
@@ -423,7 +431,7 @@ void Device::tun_loop() {
       (void)b->push_back(size_t(n));
       pkts.push_back(b);
     } else {
-      const long n = tun_.read(in);
+      const long n = read_tun(in);
       if (n == 0) break;
       if (n < long(tun::kVnetHdrLen)) continue;
       auto hdr = tun::VirtioNetHdr::parse({in.data(), tun::kVnetHdrLen});
@@ -481,7 +489,13 @@ void Device::receive_loop(int i) {
       PacketBuf* b = slots[j];
       msgs[j] = Bind::RecvMsg{b->tail_space().first(std::min(b->tailroom(), Bind::kMaxDatagramSize)), 0, {}};
     }
-    const int n = bind_.receive_batch(i, {msgs.data(), m});
+    // Before sleeping in receive_batch(), run the chains no worker has taken
+    // (Handoff::kProducerFirst leaves a lone chain to us).
+    int n = bind_.try_receive_batch(i, {msgs.data(), m});
+    if (n == Bind::kWouldBlock) {
+      help(256);
+      n = bind_.receive_batch(i, {msgs.data(), m});
+    }
     if (n == int(Bind::kClosed)) break;
     if (n <= 0) continue;
     queued.clear();
@@ -509,7 +523,7 @@ void Device::receive_loop(int i) {
       for (size_t a = 0; a < queued.size();) {
         size_t b = a + 1;
         while (b < queued.size() && b - a < kMaxChain && queued[b]->peer == queued[a]->peer) ++b;
-        if (PacketBuf* c = dispatch({queued.data() + a, b - a}, true)) inline_chains[inl++] = c;
+        if (PacketBuf* c = dispatch({queued.data() + a, b - a}, Handoff::kProducerFirst)) inline_chains[inl++] = c;
         a = b;
       }
       inline_count = inl;
@@ -558,16 +572,21 @@ void Device::handshake_loop() {
 void Device::timer_loop() {
   pthread_setname_np(pthread_self(), "meshwg-timer");
   auto last_mtu = std::chrono::steady_clock::now();
+  auto last_cpu = last_mtu;
   while (running_) {
     tick();
     const auto real_now = std::chrono::steady_clock::now();
+    if (real_now - last_cpu >= std::chrono::milliseconds(250)) {
+      last_cpu = real_now;
+      sample_cpu();
+    }
     if (real_now - last_mtu >= std::chrono::seconds(1)) {
       last_mtu = real_now;
       const int m = tun_.mtu();
       if (m > 0) mtu_ = m;
     }
     std::unique_lock lk(timer_mu_);
-    auto wake = real_now + std::chrono::milliseconds(500);
+    auto wake = real_now + std::chrono::milliseconds(250);
     if (!timer_heap_.empty()) {
       // Timer instants come from clock_, which is the real steady clock when this thread runs.
       wake = std::min(wake, std::max(timer_heap_.top().when, real_now));

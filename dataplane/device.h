@@ -196,9 +196,15 @@ class Device {
   // config_mu_ held (shared or exclusive): stop() closes the crypt queue under it after
   // running_ is cleared, so a push never meets a closed queue. Drops are counted and their
   // buffers returned. Returns null, or a chain the caller must run_inline() once it holds
-  // no lock: a short run when may_inline (handing it to a worker would cost more than its
+  // no lock: a short run unless kWorkers (handing it to a worker would cost more than its
   // crypto), or inbound packets when the device is not running.
-  [[nodiscard]] PacketBuf* dispatch(std::span<PacketBuf* const> run, bool may_inline);
+  enum class Handoff : uint8_t {
+    kWorkers,        // always to the workers, waking one (callers holding locks)
+    kShortInline,    // short runs back to the caller, others to the workers, waking one
+    kProducerFirst,  // as kShortInline, but nobody is woken for a lone chain: the caller
+                     // runs it itself before it next sleeps (help()), unless more pile up
+  };
+  [[nodiscard]] PacketBuf* dispatch(std::span<PacketBuf* const> run, Handoff how);
   void run_inline(PacketBuf* chain);
   void worker_loop();
   // Seals or opens each packet of each chain, then drains the ordered queue of every peer
@@ -210,6 +216,9 @@ class Device {
   // workers share one 64 KiB TUN read, large enough for a good UDP GSO batch.
   static constexpr size_t kMaxChain = 64;
   bool backlogged() const;
+  // Timer thread, every 250 ms: measures the machine's idle CPU (/proc/stat) and decides
+  // whether handing crypto to the workers can pay (see pipeline.cc).
+  void sample_cpu();
   void drain(Peer& peer, bool outbound);
 
   // send.cc
@@ -306,6 +315,10 @@ class Device {
   std::unique_ptr<BlockingQueue<PacketBuf*>> crypt_queue_;
   const int workers_;
   const size_t inline_below_;
+  // Whether chains go to the workers at all: only while the machine has idle CPU for them.
+  std::atomic<bool> use_workers_{true};
+  uint64_t cpu_prev_total_ = 0;  // timer thread only
+  uint64_t cpu_prev_idle_ = 0;
 
   std::mutex rng_mu_;
   std::mt19937 rng_;

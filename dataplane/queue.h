@@ -453,6 +453,22 @@ class BlockingQueue {
     return try_push(std::move(copy));
   }
 
+  // Producer side, as try_push but wakes nobody: the producer promises to either pop the
+  // element itself later or call wake_one(). Lets a producer that may well get to the work
+  // first avoid a futex wake-up per element.
+  [[nodiscard]] bool try_push_quiet(T&& v) {
+    if (closed_.load(std::memory_order_relaxed)) return false;
+    return ring_.try_push(std::move(v));
+  }
+  [[nodiscard]] bool try_push_quiet(const T& v)
+    requires std::is_nothrow_copy_constructible_v<T>
+  {
+    T copy(v);
+    return try_push_quiet(std::move(copy));
+  }
+  // Any thread. Wakes one sleeping consumer (after try_push_quiet).
+  void wake_one() { events_.notify_one(); }
+
   // Consumer side: as many consumers as Ring allows. Never sleeps.
   [[nodiscard]] bool try_pop(T& out) { return ring_.try_pop(out); }
 

@@ -63,7 +63,7 @@ void Device::receive_now(std::span<uint8_t> data, const Endpoint& from, bool und
       rx_pool_.put(b);
       return;
     }
-    inline_chain = dispatch({&b, 1}, true);
+    inline_chain = dispatch({&b, 1}, Handoff::kShortInline);
   }
   run_inline(inline_chain);
 }

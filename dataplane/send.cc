@@ -148,7 +148,8 @@ void Device::send_run(Peer& peer, std::span<PacketBuf* const> run,
     b->nonce = first + j;
   }
   for (size_t off = 0; off < run.size(); off += kMaxChain) {
-    if (PacketBuf* c = dispatch(run.subspan(off, std::min(kMaxChain, run.size() - off)), true))
+    if (PacketBuf* c = dispatch(run.subspan(off, std::min(kMaxChain, run.size() - off)),
+                                 Handoff::kProducerFirst))
       run_after.push_back(c);
   }
 }
@@ -218,7 +219,7 @@ void Device::send_staged_locked(Peer& peer, std::unique_lock<std::mutex>& lk) {
   std::array<PacketBuf*, kMaxChain> chain;
   size_t n = 0;
   auto flush = [&] {
-    (void)dispatch({chain.data(), n}, false);  // outbound, not inline: always null
+    (void)dispatch({chain.data(), n}, Handoff::kWorkers);  // outbound: always null
     n = 0;
   };
   while (!peer.staged.empty()) {

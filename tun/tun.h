@@ -15,6 +15,10 @@ class Tun {
   // Blocks until a packet is read or close() is called. Returns bytes read, 0 when closed,
   // -1 on a transient error (the caller retries).
   virtual long read(std::span<uint8_t> buf) = 0;
+  // Like read(), but returns kWouldBlock at once when no packet is waiting. The default
+  // blocks (in-memory fakes), which only means the caller never sees "nothing waiting".
+  static constexpr long kWouldBlock = -3;
+  virtual long try_read(std::span<uint8_t> buf) { return read(buf); }
   // Writes one IP packet. Returns false on error (the caller counts a drop).
   [[nodiscard]] virtual bool write(std::span<const uint8_t> pkt) = 0;
   virtual int mtu() const = 0;

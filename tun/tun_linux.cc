@@ -105,6 +105,13 @@ LinuxTun::~LinuxTun() {
   close_fd(wake_[1]);
 }
 
+long LinuxTun::try_read(std::span<uint8_t> buf) {
+  const ssize_t n = ::read(fd_, buf.data(), buf.size());
+  if (n > 0) return n;
+  if (n < 0 && (errno == EAGAIN || errno == EINTR)) return kWouldBlock;
+  return read(buf);  // closed, deleted or an error: read() reports it as usual
+}
+
 long LinuxTun::read(std::span<uint8_t> buf) {
   // Bounded only by close(): this is the blocking read the contract asks for. Every pass
   // either returns or sleeps in poll(), so it never spins.

@@ -19,6 +19,7 @@ class LinuxTun final : public Tun {
   ~LinuxTun() override;
 
   long read(std::span<uint8_t> buf) override;
+  long try_read(std::span<uint8_t> buf) override;
   [[nodiscard]] bool write(std::span<const uint8_t> pkt) override;
   int mtu() const override;  // queried from the kernel (the user may change it with ip link)
   void close() override;

@@ -76,6 +76,13 @@ class FakeTun final : public tun::Tun {
     std::lock_guard lk(mu_);
     return written_.size();
   }
+  long try_read(std::span<uint8_t> buf) override {
+    {
+      std::lock_guard lk(mu_);
+      if (!closed_ && outbound_.empty()) return kWouldBlock;
+    }
+    return read(buf);  // the only reader: what it saw is still there
+  }
   long read(std::span<uint8_t> buf) override {
     std::unique_lock lk(mu_);
     cv_.wait(lk, [&] { return closed_ || !outbound_.empty(); });
@@ -206,6 +213,13 @@ class FakeBind final : public dataplane::Bind {
     for (auto d : datagrams) v.emplace_back(d.begin(), d.end());
     net_.deliver_batch(v, endpoint(), to);
     return datagrams.size();
+  }
+  int try_receive_batch(int i, std::span<RecvMsg> msgs) override {
+    {
+      std::lock_guard lk(mu_);
+      if (!closed_ && queue_.empty()) return kWouldBlock;
+    }
+    return receive_batch(i, msgs);  // the only receiver: what it saw is still there
   }
   // Returns every datagram queued (up to msgs.size()), so the device sees real batches.
   int receive_batch(int, std::span<RecvMsg> msgs) override {
