@@ -14,7 +14,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev
   wireguard-tools wireguard-go iperf3 nftables conntrack coturn
-  iproute2 iputils-ping procps psmisc python3 gnuplot-nox
+  iproute2 iputils-ping procps psmisc python3 python3-cryptography gnuplot-nox
 )
 
 missing=()
