@@ -4,6 +4,7 @@
 // Errors are thrown inside this file only (a Failure, from any depth of the small value
 // parsers) and turned into a ConfigError by the four public functions, which never throw.
 #include "control/mesh_config.h"
+#include "control/uapi.h"
 
 #include <fcntl.h>
 #include <sodium.h>
@@ -38,27 +39,6 @@ ConfigError to_error(std::string_view file, const Failure& f) {
   e.key = f.key;
   e.message = e.file + ":" + std::to_string(f.line) + ": " + f.key + ": " + f.what;
   return e;
-}
-
-// Echoes a non-secret value into a message: printable ASCII only (no log injection), and
-// truncated so a 4 KiB line does not become a 16 KiB message.
-std::string quote(std::string_view s) {
-  constexpr size_t kMaxEcho = 64;
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "'";
-  for (size_t i = 0; i < s.size() && i < kMaxEcho; ++i) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c < 0x7f && c != '\'' && c != '\\') {
-      out += char(c);
-    } else {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  if (s.size() > kMaxEcho) out += "...";
-  out += "'";
-  return out;
 }
 
 // A name the user wrote (unknown key or section) is echoed only if it looks like one: a

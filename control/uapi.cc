@@ -10,10 +10,7 @@
 #include <string>
 
 namespace meshwg::control {
-namespace {
 
-// Echoes untrusted text into an error message: printable ASCII only (no log injection),
-// truncated so a 4 KiB line does not become a 16 KiB log entry. Never used for secrets.
 std::string quote(std::string_view s) {
   constexpr size_t kMaxEcho = 64;
   static constexpr char kHex[] = "0123456789abcdef";
@@ -32,6 +29,9 @@ std::string quote(std::string_view s) {
   out += "'";
   return out;
 }
+
+namespace {
+
 
 // Decimal digits only (no sign, no space, no base prefix), like Go's strconv.ParseUint(v, 10,
 // bits): leading zeros are fine, the value must not exceed max.

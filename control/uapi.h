@@ -86,6 +86,11 @@ std::string serialize_get(const DeviceSnapshot& snap);
 // newer implementation's reply still reads. Values are checked as strictly as in parse_set.
 std::optional<DeviceSnapshot> parse_get(std::string_view body, ParseError& err);
 
+// Echoes untrusted text into an error message: quoted, printable ASCII only (no log
+// injection), at most 64 characters (a 4 KiB line does not become a 16 KiB log entry).
+// Never used for secrets.
+std::string quote(std::string_view s);
+
 // Lowercase hex of 32 bytes, and the strict reverse (64 hex chars, either case).
 std::string to_hex(std::span<const uint8_t, 32> key);
 bool from_hex(std::string_view s, std::span<uint8_t, 32> out);
