@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "crypto/primitives.h"
+#include "tests/control/loopback_udp.h"
 #include "tests/vectors.h"
 
 namespace meshwg::control {
@@ -589,35 +590,8 @@ TEST(StunSchedule, Validity) {
 
 // ---- client transaction against in-test servers ----
 
-int udp_socket(int family, const char* addr) {
-  const int fd = ::socket(family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_storage ss{};
-  socklen_t len;
-  if (family == AF_INET) {
-    auto* s = reinterpret_cast<sockaddr_in*>(&ss);
-    s->sin_family = AF_INET;
-    inet_pton(AF_INET, addr, &s->sin_addr);
-    len = sizeof(sockaddr_in);
-  } else {
-    auto* s = reinterpret_cast<sockaddr_in6*>(&ss);
-    s->sin6_family = AF_INET6;
-    inet_pton(AF_INET6, addr, &s->sin6_addr);
-    len = sizeof(sockaddr_in6);
-  }
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-Endpoint local_endpoint(int fd) {
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  EXPECT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len), 0);
-  return Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-}
+using testing::local_endpoint;
+using testing::udp_socket;
 
 void send_to(int fd, const Bytes& d, const Endpoint& to) {
   EXPECT_EQ(::sendto(fd, d.data(), d.size(), 0, &to.addr.sa, to.socklen()), ssize_t(d.size()));
