@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "crypto/primitives.h"
+#include "dataplane/config.h"
 #include "dataplane/ip.h"
 
 namespace meshwg::control {
@@ -22,29 +23,10 @@ inline constexpr size_t kMaxLineLength = 4096;       // bytes, without the '\n'
 inline constexpr size_t kMaxSetLines = size_t{1} << 20;
 inline constexpr size_t kMaxSetBytes = size_t{64} << 20;
 
-struct AllowedIpChange {
-  dataplane::IpPrefix prefix;
-  bool remove = false;  // "allowed_ip=-a.b.c.d/n"
-};
-
-struct PeerChange {
-  crypto::PublicKey public_key{};
-  bool remove = false;
-  bool update_only = false;
-  std::optional<crypto::Key> preshared_key;  // all-zero = remove the PSK
-  std::optional<dataplane::Endpoint> endpoint;
-  std::optional<uint16_t> persistent_keepalive;  // seconds, 0 = off
-  bool replace_allowed_ips = false;
-  std::vector<AllowedIpChange> allowed_ips;  // in order
-};
-
-struct SetRequest {
-  std::optional<crypto::Key> private_key;  // all-zero = remove the key
-  std::optional<uint16_t> listen_port;
-  std::optional<uint32_t> fwmark;
-  bool replace_peers = false;
-  std::vector<PeerChange> peers;  // in order; the same key may appear twice
-};
+// The operations themselves live with the device (dataplane/config.h), which applies them.
+using dataplane::AllowedIpChange;
+using dataplane::PeerChange;
+using dataplane::SetRequest;
 
 struct ParseError {
   int errno_value = 0;  // positive errno (EINVAL, EPROTO, ...)
@@ -58,24 +40,8 @@ struct ParseError {
 // key, interface key after public_key, bad value, bounds). Messages never contain secrets.
 std::optional<SetRequest> parse_set(std::string_view body, ParseError& err);
 
-struct PeerSnapshot {
-  crypto::PublicKey public_key{};
-  crypto::Key preshared_key;  // zero when none
-  std::optional<dataplane::Endpoint> endpoint;
-  int64_t last_handshake_sec = 0;
-  int64_t last_handshake_nsec = 0;
-  uint64_t rx_bytes = 0;
-  uint64_t tx_bytes = 0;
-  uint16_t persistent_keepalive = 0;
-  std::vector<dataplane::IpPrefix> allowed_ips;
-};
-
-struct DeviceSnapshot {
-  std::optional<crypto::Key> private_key;
-  uint16_t listen_port = 0;
-  uint32_t fwmark = 0;
-  std::vector<PeerSnapshot> peers;
-};
+using dataplane::DeviceSnapshot;
+using dataplane::PeerSnapshot;
 
 // The get reply body (key=value lines), without the trailing "errno=0\n\n".
 std::string serialize_get(const DeviceSnapshot& snap);

@@ -76,6 +76,7 @@ Device::Device(tun::Tun& tun, Bind& bind, Clock& clock, const DeviceOptions& opt
 
 Device::~Device() {
   stop();
+  attach_config_channel(nullptr);
   std::unique_lock lk(config_mu_);
   remove_all_peers_locked();
 }
@@ -592,7 +593,8 @@ void Device::timer_loop() {
       wake = std::min(wake, std::max(timer_heap_.top().when, real_now));
     }
     timer_cv_.wait_until(lk, wake, [&] {
-      return !running_ || (!timer_heap_.empty() && timer_heap_.top().when < wake);
+      return !running_ || channel_pending_ ||
+             (!timer_heap_.empty() && timer_heap_.top().when < wake);
     });
   }
 }

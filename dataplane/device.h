@@ -11,7 +11,8 @@
 //                                   ordered queue: UDP send_batch (GSO) / replay, roaming,
 //                                   source check, GRO-merge, TUN write
 //   handshake_loop (1 thread)       handshake_queue_ ─► mac1/cookie/ratelimit ─► noise ─► Bind::send
-//   timer_loop    (1 thread)        timer heap ─► retransmit / keepalive / new handshake / zero keys
+//   timer_loop    (1 thread)        timer heap ─► retransmit / keepalive / new handshake / zero keys;
+//                                   the config channel's commands (config.h)
 //   configuration (UAPI thread)     with_config() under config_mu_ exclusive
 //
 // crypt_queue_:     multi producer (TUN reader, receivers, staged flushes from any thread) /
@@ -47,6 +48,7 @@
 #include "crypto/noise.h"
 #include "dataplane/allowedips.h"
 #include "dataplane/bind.h"
+#include "dataplane/config.h"
 #include "dataplane/messages.h"
 #include "dataplane/peer.h"
 #include "dataplane/queue.h"
@@ -148,6 +150,15 @@ class Device {
   void add_allowed_ip_locked(Peer* p, const IpPrefix& prefix);
   void remove_allowed_ip_locked(Peer* p, const IpPrefix& prefix);
 
+  // The two configuration operations as a whole (config.cc): a set applied atomically
+  // (0 or a positive errno; a port that cannot be bound changes nothing), and a get.
+  [[nodiscard]] int apply_set(const SetRequest& req);
+  DeviceSnapshot snapshot();
+  // Serves ch's commands on the timer thread (tick()), so a control plane in this process
+  // configures the device without sharing a lock with it. Before start(); nullptr detaches.
+  // ch must outlive the device or be detached first.
+  void attach_config_channel(ConfigChannel* ch);
+
   // Read-only views, with config_mu_ held (shared or exclusive).
   const crypto::LocalStatic& identity_locked() const { return identity_; }
   uint16_t listen_port_locked() const { return listen_port_; }
@@ -219,6 +230,8 @@ class Device {
   // Timer thread, every 250 ms: measures the machine's idle CPU (/proc/stat) and decides
   // whether handing crypto to the workers can pay (see pipeline.cc).
   void sample_cpu();
+  // tick(): applies what the config channel holds (a bounded batch).
+  void serve_config_channel();
   void drain(Peer& peer, bool outbound);
 
   // send.cc
@@ -307,6 +320,8 @@ class Device {
   std::mutex timer_mu_;
   std::condition_variable timer_cv_;
   std::priority_queue<TimerEntry, std::vector<TimerEntry>, std::greater<>> timer_heap_;
+  ConfigChannel* channel_ = nullptr;
+  bool channel_pending_ = false;  // under timer_mu_: the channel has commands to serve
 
   // Packet buffers: separate pools so a flood from the network cannot starve sending.
   PacketPool tx_pool_;

@@ -38,6 +38,7 @@ bool Device::timer_pending_locked(Peer& peer, Timer t) const {
 }
 
 void Device::tick() {
+  serve_config_channel();
   const Instant now = clock_.now();
   for (int budget = 0; budget < 100000; ++budget) {
     TimerEntry e;
