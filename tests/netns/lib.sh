@@ -10,6 +10,8 @@
 #   - a cleanup trap on EXIT/INT/TERM that kills every process it started and every process
 #     left in its namespaces (daemonized ones included), deletes the namespaces, the UAPI
 #     sockets of the interfaces it named, and its temp dir, even when the script fails;
+#   - a client behind an nftables masquerading router with a server on a "public" net
+#     (nat_topology), and the NAT port conntrack chose for a UDP flow (ct_nat_ports);
 #   - check/finish bookkeeping that prints PASS/FAIL per check and "N passed, M failed".
 #
 # Rules kept here: every loop is bounded in count and time; every external command that could
@@ -138,12 +140,13 @@ skip() { echo "SKIP: $*"; }
 # note TEXT: a result worth showing (rates, counters); printed just before the summary.
 note() { echo "$*" >>"$WORKDIR/notes"; }
 
+# dump_logs: the last $DUMP_LINES (default 30) lines of every $WORKDIR/*.log.
 dump_logs() {
   local f
   for f in "$WORKDIR"/*.log; do
     [[ -s $f ]] || continue
     echo "---- last lines of $(basename "$f") ----"
-    tail -n 30 "$f"
+    tail -n "${DUMP_LINES:-30}" "$f"
   done
 }
 
@@ -195,6 +198,108 @@ veth_pair() {
   ip -n "$b" addr add fd00::2/64 dev veth0 nodad
   ip -n "$a" link set veth0 up
   ip -n "$b" link set veth0 up
+}
+
+# veth_link NS1 IF1 NS2 IF2: a veth pair IF1 (in NS1) - IF2 (in NS2), both up, made inside the
+# namespaces (no host-side names).
+veth_link() {
+  timeout "$CMD_TIMEOUT" ip -n "$1" link add "$2" type veth peer name "$4" netns "$3" &&
+    ip -n "$1" link set "$2" up && ip -n "$3" link set "$4" up
+}
+
+# udp_listening NS PORT: a UDP socket is bound to PORT in NS.
+udp_listening() { [[ -n $(nsx "$1" ss -Huln "sport = :$2") ]]; }
+
+# --- a client behind a NAT -----------------------------------------------------------------
+
+# nat_topology NSC NSR NSS [KEY=VALUE...]: wires three namespaces (made with ns_create) into a
+# client behind an nftables masquerading router, with a server on the "public" side:
+#
+#   client NSC              router NSR                                 server NSS
+#   eth0 client4 ────────── lan0 lan4              wan0 public4 ────────── eth0 server4
+#   default via lan4        forwarding; nft table mwgnat masquerades       no route to the LAN
+#                           what leaves wan0
+#
+# KEY=VALUE, defaults in brackets (addresses with their prefix length):
+#   client4= [10.0.0.2/24]  lan4= [10.0.0.1/24]
+#   public4= [203.0.113.1/24]  server4= [203.0.113.2/24]
+#   ipv6=1   also IPv6 (nodad): client6= [fd00:1::2/64] lan6= [fd00:1::1/64] public6=
+#            [fd00:2::1/64] server6= [fd00:2::2/64], the client's default route, v6 forwarding
+#            and an ip6 masquerade table  [0: IPv4 only]
+#   ports=LO-HI   UDP leaving wan0 is masqueraded to source ports LO-HI, so a port passed
+#                 through unchanged would show  [empty: plain masquerade, which keeps the
+#                 source port when it can, so without port clashes one socket gets one
+#                 mapping whatever the destination]
+# Returns non-zero, with a message on stderr, if a step fails (errexit does not apply to a
+# function called with ||, so every step is checked here).
+nat_topology() {
+  local nsc=$1 nsr=$2 nss=$3 kv fam
+  shift 3
+  local client4=10.0.0.2/24 lan4=10.0.0.1/24 public4=203.0.113.1/24 server4=203.0.113.2/24
+  local client6=fd00:1::2/64 lan6=fd00:1::1/64 public6=fd00:2::1/64 server6=fd00:2::2/64
+  local ipv6=0 ports=""
+  for kv in "$@"; do
+    case $kv in
+      client4=* | lan4=* | public4=* | server4=* | client6=* | lan6=* | public6=* | server6=* | \
+        ipv6=* | ports=*)
+        local "$kv" ;;
+      *) echo "nat_topology: unknown option '$kv'" >&2; return 1 ;;
+    esac
+  done
+  veth_link "$nsc" eth0 "$nsr" lan0 || { echo "nat_topology: client-router link" >&2; return 1; }
+  veth_link "$nsr" wan0 "$nss" eth0 || { echo "nat_topology: router-server link" >&2; return 1; }
+  if ! { ip -n "$nsc" addr add "$client4" dev eth0 &&
+    ip -n "$nsr" addr add "$lan4" dev lan0 &&
+    ip -n "$nsr" addr add "$public4" dev wan0 &&
+    ip -n "$nss" addr add "$server4" dev eth0 &&
+    ip -n "$nsc" route add default via "${lan4%/*}"; }; then
+    echo "nat_topology: IPv4 addresses and route" >&2
+    return 1
+  fi
+  if [[ $ipv6 == 1 ]]; then
+    if ! { ip -n "$nsc" addr add "$client6" dev eth0 nodad &&
+      ip -n "$nsr" addr add "$lan6" dev lan0 nodad &&
+      ip -n "$nsr" addr add "$public6" dev wan0 nodad &&
+      ip -n "$nss" addr add "$server6" dev eth0 nodad &&
+      ip -n "$nsc" -6 route add default via "${lan6%/*}"; }; then
+      echo "nat_topology: IPv6 addresses and route" >&2
+      return 1
+    fi
+    nsx "$nsr" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 ||
+      { echo "nat_topology: forwarding" >&2; return 1; }
+  else
+    nsx "$nsr" sysctl -qw net.ipv4.ip_forward=1 ||
+      { echo "nat_topology: forwarding" >&2; return 1; }
+  fi
+  # A port range on masquerade needs a transport protocol match; other traffic (ICMP errors
+  # are NATed with their flow anyway) keeps its port.
+  local rules="oifname \"wan0\" masquerade"
+  [[ -z $ports ]] || rules="oifname \"wan0\" meta l4proto udp masquerade to :$ports
+    $rules"
+  for fam in ip ip6; do
+    [[ $fam == ip || $ipv6 == 1 ]] || continue
+    nsx "$nsr" nft -f - <<EOF || { echo "nat_topology: nftables masquerade ($fam)" >&2; return 1; }
+table $fam mwgnat {
+  chain post {
+    type nat hook postrouting priority srcnat; policy accept;
+    $rules
+  }
+}
+EOF
+  done
+}
+
+# ct_nat_ports NS [FILTER...]: for each UDP flow in NS's conntrack table that matches FILTER
+# (conntrack -L -p udp FILTER..., e.g. --orig-port-src 51000 --orig-port-dst 51820), the
+# source port the NAT translated it to, i.e. the destination port of the reply direction
+# (conntrack prints "src= dst= sport= dport=" for the original, then for the reply). One per
+# line; nothing if no flow matches.
+ct_nat_ports() {
+  local ns=$1
+  shift
+  nsx "$ns" conntrack -L -p udp "$@" 2>/dev/null |
+    awk '{ n = 0
+      for (i = 1; i <= NF; i++) if ($i ~ /^dport=/ && ++n == 2) { sub("dport=", "", $i); print $i } }'
 }
 
 # --- WireGuard daemons ---------------------------------------------------------------------

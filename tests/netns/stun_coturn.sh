@@ -35,43 +35,9 @@ ns_create NSC c
 ns_create NSR r
 ns_create NSS s
 
-# veth_link NS1 IF1 NS2 IF2: a veth pair made inside the namespaces (no host-side names).
-veth_link() {
-  timeout "$CMD_TIMEOUT" ip -n "$1" link add "$2" type veth peer name "$4" netns "$3" &&
-    ip -n "$1" link set "$2" up && ip -n "$3" link set "$4" up
-}
-veth_link "$NSC" eth0 "$NSR" lan0 || die "client-router link"
-veth_link "$NSR" wan0 "$NSS" eth0 || die "router-server link"
-ip -n "$NSC" addr add $CLIENT4/24 dev eth0
-ip -n "$NSC" addr add fd00:1::2/64 dev eth0 nodad
-ip -n "$NSR" addr add 10.0.0.1/24 dev lan0
-ip -n "$NSR" addr add fd00:1::1/64 dev lan0 nodad
-ip -n "$NSR" addr add $PUBLIC4/24 dev wan0
-ip -n "$NSR" addr add $PUBLIC6/64 dev wan0 nodad
-ip -n "$NSS" addr add $SERVER4/24 dev eth0
-ip -n "$NSS" addr add $SERVER6/64 dev eth0 nodad
-ip -n "$NSC" route add default via 10.0.0.1
-ip -n "$NSC" -6 route add default via fd00:1::1
-nsx "$NSR" sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 || die "forwarding"
-
-# A port range on masquerade needs a transport protocol match; other traffic (ICMP errors
-# are NATed with their flow anyway) keeps its port.
-nsx "$NSR" nft -f - <<EOF || die "nftables masquerade"
-table ip mwgnat {
-  chain post {
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname "wan0" meta l4proto udp masquerade to :$NAT_PORTS
-    oifname "wan0" masquerade
-  }
-}
-table ip6 mwgnat {
-  chain post {
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname "wan0" meta l4proto udp masquerade to :$NAT_PORTS
-    oifname "wan0" masquerade
-  }
-}
-EOF
+nat_topology "$NSC" "$NSR" "$NSS" ipv6=1 ports=$NAT_PORTS \
+  client4=$CLIENT4/24 public4=$PUBLIC4/24 server4=$SERVER4/24 \
+  public6=$PUBLIC6/64 server6=$SERVER6/64 || die "NAT topology"
 
 # --- the STUN server ------------------------------------------------------------------------
 TURN_LOG="$WORKDIR/turnserver.log"
@@ -81,7 +47,6 @@ ip netns exec "$NSS" timeout -k 5 "$DAEMON_MAX_S" "$TURNSERVER" -n --stun-only \
   --pidfile "$WORKDIR/turnserver.pid" >"$TURN_LOG" 2>&1 &
 TURN_PID=$!
 track_pid $TURN_PID
-udp_listening() { [[ -n $(nsx "$1" ss -Huln "sport = :$2") ]]; }
 wait_for 100 0.1 udp_listening "$NSS" $STUN_PORT || die "turnserver did not listen on UDP $STUN_PORT"
 log "turnserver listens on $SERVER4 and [$SERVER6] port $STUN_PORT"
 
@@ -99,10 +64,7 @@ stun_query() {
 
 # nat_ports FAMILY: the translated source port of every UDP flow to the STUN port, i.e. the
 # destination port of the reply direction ("src=.. dst=.. sport=.. dport=.." twice per line).
-nat_ports() {
-  nsx "$NSR" conntrack -L -f "ipv$1" -p udp --orig-port-dst $STUN_PORT 2>/dev/null |
-    awk '{ n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^dport=/) { n++; if (n == 2) { sub("dport=", "", $i); print $i } } }'
-}
+nat_ports() { ct_nat_ports "$NSR" -f "ipv$1" --orig-port-dst $STUN_PORT; }
 
 # expect_mapped FAMILY PUBLIC_ADDR GOT: GOT is PUBLIC_ADDR:PORT ([PUBLIC_ADDR]:PORT for v6)
 # where PORT is the one NAT port conntrack holds for the flow.

@@ -90,28 +90,8 @@ ns_create NSC c
 ns_create NSR r
 ns_create NSS s
 
-# veth_link NS1 IF1 NS2 IF2: a veth pair made inside the namespaces (no host-side names).
-veth_link() {
-  timeout "$CMD_TIMEOUT" ip -n "$1" link add "$2" type veth peer name "$4" netns "$3" &&
-    ip -n "$1" link set "$2" up && ip -n "$3" link set "$4" up
-}
-veth_link "$NSC" eth0 "$NSR" lan0 || die "client-router link"
-veth_link "$NSR" wan0 "$NSS" eth0 || die "router-server link"
-ip -n "$NSC" addr add $CLIENT4/24 dev eth0
-ip -n "$NSR" addr add 10.0.0.1/24 dev lan0
-ip -n "$NSR" addr add $PUBLIC4/24 dev wan0
-ip -n "$NSS" addr add $SERVER4/24 dev eth0
-ip -n "$NSC" route add default via 10.0.0.1
-nsx "$NSR" sysctl -qw net.ipv4.ip_forward=1 || die "forwarding"
-nsx "$NSR" nft -f - <<EOF || die "nftables masquerade"
-table ip mwgnat {
-  chain post {
-    type nat hook postrouting priority srcnat; policy accept;
-    oifname "wan0" meta l4proto udp masquerade to :$NAT_PORTS
-    oifname "wan0" masquerade
-  }
-}
-EOF
+nat_topology "$NSC" "$NSR" "$NSS" ports=$NAT_PORTS \
+  client4=$CLIENT4/24 public4=$PUBLIC4/24 server4=$SERVER4/24 || die "NAT topology"
 
 # --- the server ------------------------------------------------------------------------------
 cat >"$WORKDIR/server.conf" <<EOF
@@ -128,7 +108,6 @@ ip netns exec "$NSS" env LOG_LEVEL="$LOG_LEVEL" timeout -k 5 "$DAEMON_MAX_S" "$M
   >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
 track_pid $SERVER_PID
-udp_listening() { [[ -n $(nsx "$1" ss -Huln "sport = :$2") ]]; }
 wait_for 100 0.1 udp_listening "$NSS" $STUN_PORT || die "meshwg-server did not listen on UDP $STUN_PORT"
 wait_for 100 0.1 udp_listening "$NSS" $WGSTUN_PORT || die "meshwg-server did not listen on UDP $WGSTUN_PORT"
 check "server logs that the relay is not implemented, and runs" \
@@ -154,10 +133,7 @@ check "client completes a handshake with the server (persistent keepalive)" wait
 
 # nat_port ORIG_SPORT ORIG_DPORT: the translated source port of that UDP flow, i.e. the
 # destination port of the reply direction (the second dport= of the conntrack line).
-nat_port() {
-  nsx "$NSR" conntrack -L -p udp --orig-port-src "$1" --orig-port-dst "$2" 2>/dev/null |
-    awk '{ n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^dport=/) { n++; if (n == 2) { sub("dport=", "", $i); print $i } } }'
-}
+nat_port() { ct_nat_ports "$NSR" --orig-port-src "$1" --orig-port-dst "$2"; }
 
 # expect_mapped GOT PORT: GOT is PUBLIC4:PORT.
 expect_mapped() {
@@ -201,8 +177,7 @@ check "plain STUN: meshwg stun $SERVER4:$STUN_PORT succeeds" stun_out "$SERVER4:
 GOTP=$(cat "$WORKDIR/plain.out" 2>/dev/null || true)
 plain_ok() {
   local ports port
-  ports=$(nsx "$NSR" conntrack -L -p udp --orig-port-dst $STUN_PORT 2>/dev/null |
-    awk '{ n = 0; for (i = 1; i <= NF; i++) if ($i ~ /^dport=/) { n++; if (n == 2) { sub("dport=", "", $i); print $i } } }')
+  ports=$(ct_nat_ports "$NSR" --orig-port-dst $STUN_PORT)
   echo "conntrack NAT ports for UDP to :$STUN_PORT: '${ports//$'\n'/ }'"
   [[ -n $ports && $(wc -l <<<"$ports") == 1 ]] || return 1
   port=$ports

@@ -40,6 +40,8 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "tests/private_netns.h"
+
 namespace meshwg::tun {
 namespace {
 
@@ -51,48 +53,15 @@ constexpr char kIf0[] = "mwgnl0";
 constexpr char kIf1[] = "mwgnl1";
 constexpr int kGhost = 999999;  // an ifindex no link has (checked in SetUp)
 
-bool sh(const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()) == 0; }
-
-bool write_file(const char* path, const char* text) {
-  std::ofstream f(path);
-  f << text;
-  f.close();
-  return f.good();
-}
-
-// Enters a private network namespace once per process. Returns an empty string on success,
-// else why the tests must be skipped.
-std::string enter_netns() {
-  static std::string why = []() -> std::string {
-    if (::geteuid() != 0) return "needs root for network namespaces and interface changes";
-    if (::unshare(CLONE_NEWNET) != 0)
-      return std::string("unshare(CLONE_NEWNET): ") + std::strerror(errno);
-    if (!sh("ip -V")) return "ip(8) not found";
-    if (!sh("ip link set lo up")) return "cannot bring lo up in the new namespace";
-    // /proc/sys/net shows the namespace of the process that opens the file: this one.
-    if (!write_file("/proc/sys/net/ipv6/conf/all/accept_dad", "0") ||
-        !write_file("/proc/sys/net/ipv6/conf/default/accept_dad", "0"))
-      return "IPv6 is not available (cannot set accept_dad)";
-    return "";
-  }();
-  return why;
-}
+using meshwg::testing::enter_netns;
+using meshwg::testing::sh;
 
 // "dummy" or "veth": what make_link() created (the test kernel may lack the dummy driver).
 std::string g_link_kind;
 
 bool make_link(const std::string& name) {
-  if (sh("ip link add " + name + " type dummy")) {
-    g_link_kind = "dummy";
-    return true;
-  }
-  // A veth end has carrier (IFF_RUNNING) only while its peer is up.
-  if (sh("ip link add " + name + " type veth peer name " + name + "p") &&
-      sh("ip link set " + name + "p up")) {
-    g_link_kind = "veth";
-    return true;
-  }
-  return false;
+  g_link_kind = meshwg::testing::make_link(name);
+  return !g_link_kind.empty();
 }
 
 // Output of `ip -j ARGS` as JSON (discarded/null on failure).
