@@ -188,6 +188,7 @@ bool key_in(S s, K k) {
       return k == K::PublicKey || k == K::AllowedIps || k == K::Endpoint ||
              k == K::PersistentKeepalive || k == K::PresharedKey;
     case S::WgStun:
+      return k == K::Endpoint || k == K::PublicKey || k == K::Stun;
     case S::Relay:
       return k == K::Endpoint || k == K::PublicKey;
     case S::Server:
@@ -501,7 +502,10 @@ class SectionWalker {
     if (!section_) fail(line.no, shown, "key outside any section");
     if (!k || !key_in(*section_, *k))
       fail(line.no, shown, "not a key of " + std::string(header_of(*section_)));
-    if (!kKeys[size_t(*k)].repeatable && seen(*k) != 0)
+    // Stun lists servers in [WGStun]; in [Server] it is the one bind address.
+    const bool repeatable =
+        kKeys[size_t(*k)].repeatable || (*section_ == S::WgStun && *k == K::Stun);
+    if (!repeatable && seen(*k) != 0)
       fail(line.no, shown,
            "given twice in this section (first on line " + std::to_string(seen(*k)) + ")");
     if (line.value.empty() && !is_list_key(*k)) fail(line.no, shown, "has no value");
@@ -649,6 +653,11 @@ class MeshParser : public SectionWalker {
   void set_service(ServiceConfig& svc, K k, const Line& line) {
     if (k == K::Endpoint) svc.endpoint = parse_host_port(line.value, line.no, k, true);
     if (k == K::PublicKey) svc.public_key = parse_public_key(line.value, line.no, k);
+    if (k == K::Stun) {
+      if (svc.stun.size() >= kMaxStunServers)
+        fail(line.no, name_of(k), "more than " + std::to_string(kMaxStunServers) + " servers");
+      svc.stun.push_back(parse_host_port(line.value, line.no, k, true));
+    }
   }
 
   MeshConfig cfg_;

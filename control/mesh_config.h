@@ -20,7 +20,9 @@
 //   [Peer]       PublicKey (required), AllowedIPs (repeatable), Endpoint, PersistentKeepalive
 //                (0-65535 or "off"), PresharedKey. Without Endpoint the peer is reached
 //                through traversal. At most kMaxConfigPeers peers, each key at most once.
-//   [WGStun]     Endpoint and PublicKey (both required), at most once.
+//   [WGStun]     Endpoint and PublicKey (both required), at most once; Stun (repeatable, at
+//                most kMaxStunServers): plain STUN servers (UDP host:port, e.g. the same
+//                meshwg-server's Stun address) for the control plane's check socket.
 //   [Relay]      Endpoint (TCP) and PublicKey (both required), at most once.
 // Server file:
 //   [Server]     PrivateKey (required); Stun (UDP), WGStun (UDP), Relay (TCP): bind addresses,
@@ -49,6 +51,7 @@ namespace meshwg::control {
 inline constexpr size_t kMaxConfigBytes = size_t{1} << 20;  // 1 MiB; larger files are refused
 inline constexpr size_t kMaxConfigLineLength = 4096;        // characters, without CR/LF
 inline constexpr size_t kMaxConfigPeers = 10000;
+inline constexpr size_t kMaxStunServers = 8;
 
 // A "host:port" as written in an Endpoint: an IP literal ("a.b.c.d:port", "[v6]:port",
 // "[v6%scope]:port") or a DNS name ("relay.example.org:443"). Names are kept, not resolved:
@@ -100,6 +103,7 @@ struct PeerConfig {
 struct ServiceConfig {
   HostPort endpoint;
   crypto::PublicKey public_key{};
+  std::vector<HostPort> stun;  // [WGStun] only: plain STUN servers, in file order
   size_t line = 0;  // of the section header
 };
 

@@ -70,10 +70,31 @@ InterfaceStatus status_from_snapshot(const std::string& ifname, const DeviceSnap
   return s;
 }
 
+bool merge_mesh_status(InterfaceStatus& s, std::string_view doc) {
+  const auto j = nlohmann::json::parse(doc, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("check_port") || !j["check_port"].is_number_unsigned() ||
+      j["check_port"].get<uint64_t>() > 65535 || !j.contains("candidates") ||
+      !j["candidates"].is_array())
+    return false;
+  std::vector<CandidateStatus> cs;
+  for (const auto& c : j["candidates"]) {
+    if (!c.is_object() || !c.contains("kind") || !c["kind"].is_string() ||
+        !c.contains("address") || !c["address"].is_string() || !c.contains("age_s") ||
+        !c["age_s"].is_number_integer())
+      return false;
+    cs.push_back({c["kind"].get<std::string>(), c["address"].get<std::string>(),
+                  c["age_s"].get<int64_t>()});
+  }
+  s.check_port = uint16_t(j["check_port"].get<uint64_t>());
+  s.candidates = std::move(cs);
+  return true;
+}
+
 nlohmann::json to_json(const InterfaceStatus& s) {
   nlohmann::json j;
   j["interface"] = s.interface;
   j["listen_port"] = s.listen_port;
+  j["check_port"] = s.check_port ? nlohmann::json(*s.check_port) : nlohmann::json(nullptr);
   j["candidates"] = nlohmann::json::array();
   for (const CandidateStatus& c : s.candidates)
     j["candidates"].push_back({{"kind", c.kind}, {"address", c.address}, {"age_s", c.age_s}});
@@ -95,6 +116,7 @@ nlohmann::json to_json(const InterfaceStatus& s) {
 std::string to_text(const InterfaceStatus& s, std::chrono::system_clock::time_point now) {
   std::string out = "interface: " + s.interface + "\n  listening port: " +
                     std::to_string(s.listen_port) + "\n";
+  if (s.check_port) out += "  check port: " + std::to_string(*s.check_port) + "\n";
   if (s.candidates.empty()) out += "  candidates: (none gathered)\n";
   for (const CandidateStatus& c : s.candidates)
     out += "  candidate: " + c.address + " (" + c.kind + ", " + std::to_string(c.age_s) + " s old)\n";

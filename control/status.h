@@ -5,6 +5,8 @@
 //   {
 //     "interface":   string,            the interface name
 //     "listen_port": number,            UDP port of the WireGuard socket (0: not listening)
+//     "check_port":  number | null,     UDP port of the control plane's check socket
+//                                       (null: no control plane, not mesh mode)
 //     "candidates":  [ { "kind": "local" | "wg-stun" | "stun" | "upnp" | "nat-pmp",
 //                        "address": "IP:PORT" or "[IPv6]:PORT",
 //                        "age_s": number } ],       empty unless the control plane runs
@@ -48,6 +50,7 @@ struct PeerStatus {
 struct InterfaceStatus {
   std::string interface;
   uint16_t listen_port = 0;
+  std::optional<uint16_t> check_port;
   std::vector<CandidateStatus> candidates;
   std::vector<PeerStatus> peers;
 };
@@ -59,6 +62,10 @@ std::string classify_path(const PeerSnapshot& p, std::chrono::system_clock::time
 
 InterfaceStatus status_from_snapshot(const std::string& ifname, const DeviceSnapshot& snap,
                                      std::chrono::system_clock::time_point now);
+
+// Adds what the control plane reports on its status socket (MeshControl::status_json():
+// check_port, candidates). False, leaving s untouched, when doc is not such a document.
+bool merge_mesh_status(InterfaceStatus& s, std::string_view doc);
 
 nlohmann::json to_json(const InterfaceStatus& s);
 // Human-readable, in the spirit of `wg show` (relative handshake times, byte units).

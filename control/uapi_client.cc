@@ -33,22 +33,31 @@ bool wait_for(int fd, short events) {
     if (r == 0 || errno != EINTR) return false;
   }
 }
-}  // namespace
-
-std::optional<std::string> uapi_get(const std::string& path, std::string& error) {
+// A connected unix stream socket (non-blocking: a unix connect completes at once or fails),
+// or -1 with a message in error and the errno in *sys_errno.
+int connect_unix(const std::string& path, std::string& error, int* sys_errno) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) {
     error = path + ": path too long for a unix socket";
-    return std::nullopt;
+    return -1;
   }
   std::memcpy(addr.sun_path, path.data(), path.size());
-  Fd s{::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)};
-  if (s.fd < 0 || (::connect(s.fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 &&
-                   errno != EINPROGRESS)) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0 || (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 &&
+                 errno != EINPROGRESS)) {
+    if (sys_errno) *sys_errno = errno;
     error = path + ": " + std::strerror(errno);
-    return std::nullopt;
+    if (fd >= 0) ::close(fd);
+    return -1;
   }
+  return fd;
+}
+}  // namespace
+
+std::optional<std::string> uapi_get(const std::string& path, std::string& error) {
+  Fd s{connect_unix(path, error, nullptr)};
+  if (s.fd < 0) return std::nullopt;
   const std::string_view req = "get=1\n\n";
   for (size_t off = 0; off < req.size();) {
     if (!wait_for(s.fd, POLLOUT)) {
@@ -90,6 +99,33 @@ std::optional<std::string> uapi_get(const std::string& path, std::string& error)
       return std::nullopt;
     }
     reply.append(buf, size_t(n));
+  }
+}
+
+std::optional<std::string> read_mesh_status(const std::string& path, std::string& error,
+                                            int* sys_errno) {
+  constexpr size_t kMaxDocument = size_t{1} << 20;
+  Fd s{connect_unix(path, error, sys_errno)};
+  if (s.fd < 0) return std::nullopt;
+  std::string doc;
+  char buf[16384];
+  for (;;) {
+    if (!wait_for(s.fd, POLLIN)) {
+      error = path + ": timed out";
+      return std::nullopt;
+    }
+    const ssize_t n = ::recv(s.fd, buf, sizeof(buf), 0);
+    if (n == 0) return doc;
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      error = path + ": " + std::strerror(errno);
+      return std::nullopt;
+    }
+    doc.append(buf, size_t(n));
+    if (doc.size() > kMaxDocument) {
+      error = path + ": document too large";
+      return std::nullopt;
+    }
   }
 }
 

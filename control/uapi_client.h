@@ -16,6 +16,12 @@ inline constexpr const char* kUapiSocketDir = "/var/run/wireguard";
 // write, at most 64 MiB.
 std::optional<std::string> uapi_get(const std::string& path, std::string& error);
 
+// The control plane's status document of a mesh-mode interface: connects to the unix
+// socket at path (DIR/IFNAME.mesh) and reads until the server closes. Bounded: 2 s per read,
+// at most 1 MiB. nullopt with a message in error (ENOENT when no control plane runs).
+std::optional<std::string> read_mesh_status(const std::string& path, std::string& error,
+                                            int* sys_errno = nullptr);
+
 // Interface names with a socket in dir ("NAME.sock"), sorted.
 std::vector<std::string> uapi_interfaces(const std::string& dir = kUapiSocketDir);
 

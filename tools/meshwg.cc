@@ -2,13 +2,15 @@
 // `wireguard-go IFNAME` (wireguard.com/xplatform): it creates the TUN, serves the UAPI socket
 // at /var/run/wireguard/IFNAME.sock, is configured with wg(8), and daemonises unless asked
 // not to. It exits on SIGINT/SIGTERM, when its interface is deleted, or when its socket is.
+// `meshwg --config FILE IFNAME` is mesh mode: the same daemon plus the control plane
+// (control/mesh.h), which configures the interface and the device from FILE and gathers
+// endpoint candidates; `meshwg status` shows them.
 // `meshwg stun HOST:PORT` sends one STUN binding request (RFC 8489) and prints the mapped
 // address; "stun" as the first argument is that command, never an interface name.
 //
-// Threads: main (signals, liveness checks), the UAPI server thread, and the device's
-// threads (see dataplane/device.h). All are started after the daemonising fork.
+// Threads: main (signals, liveness checks), the UAPI server thread, the device's threads
+// (see dataplane/device.h) and in mesh mode the control thread (control/mesh.h). All are started after the daemonising fork.
 #include <fcntl.h>
-#include <netdb.h>
 #include <signal.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/sinks/syslog_sink.h>
@@ -30,6 +32,10 @@
 #include <vector>
 
 #include "control/device_uapi.h"
+#include "control/driver.h"
+#include "control/mesh.h"
+#include "control/mesh_config.h"
+#include "control/resolve.h"
 #include "control/status.h"
 #include "control/stun.h"
 #include "control/uapi_client.h"
@@ -81,7 +87,7 @@ bool instance_running(const std::string& path) {
   return up;
 }
 
-int run_daemon(const std::string& ifname, bool foreground) {
+int run_daemon(const std::string& ifname, bool foreground, const std::string& config_path) {
   if (ifname.empty() || ifname.size() >= 16 || ifname.find('/') != std::string::npos) {
     std::cerr << "meshwg: invalid interface name '" << ifname << "'\n";
     return 1;
@@ -89,6 +95,16 @@ int run_daemon(const std::string& ifname, bool foreground) {
   if (!meshwg::crypto::init()) {
     std::cerr << "meshwg: libsodium initialisation failed\n";
     return 1;
+  }
+  // Mesh mode: the config is read (and every error in it reported) before anything is created.
+  std::optional<meshwg::control::MeshConfig> mesh_cfg;
+  if (!config_path.empty()) {
+    meshwg::control::ConfigError cerr;
+    mesh_cfg = meshwg::control::load_mesh_config(config_path, cerr);
+    if (!mesh_cfg) {
+      std::cerr << "meshwg: " << cerr.message << "\n";
+      return 1;
+    }
   }
   const std::string sock_path = std::string(kSocketDir) + "/" + ifname + ".sock";
   if (instance_running(sock_path)) {
@@ -101,7 +117,8 @@ int run_daemon(const std::string& ifname, bool foreground) {
   // MESHWG_NO_OFFLOAD=1 turns off TUN TSO/GRO and UDP GSO/GRO (for A/B measurements and
   // for kernels that misbehave with them).
   const bool offload = !env_true("MESHWG_NO_OFFLOAD");
-  auto tun = meshwg::tun::LinuxTun::create(ifname, kDefaultMtu, err, offload);
+  const int mtu = mesh_cfg && mesh_cfg->interface.mtu ? int(*mesh_cfg->interface.mtu) : kDefaultMtu;
+  auto tun = meshwg::tun::LinuxTun::create(ifname, mtu, err, offload);
   if (!tun) {
     std::cerr << "meshwg: cannot create TUN interface " << ifname << ": " << err << "\n";
     return 1;
@@ -113,6 +130,9 @@ int run_daemon(const std::string& ifname, bool foreground) {
   meshwg::dataplane::DeviceOptions dev_opts;
   if (const char* w = std::getenv("MESHWG_WORKERS"); w && *w) dev_opts.workers = std::atoi(w);
   auto device = std::make_unique<meshwg::dataplane::Device>(*tun, bind, clock, dev_opts);
+  // Mesh mode's control plane reaches the device only through this channel (DESIGN.md).
+  meshwg::dataplane::ConfigChannel channel;
+  if (mesh_cfg) device->attach_config_channel(&channel);
   meshwg::control::DeviceUapi handler(*device);
   meshwg::control::UapiServer uapi(ifname, handler, kSocketDir);
   if (!uapi.listen(err)) {
@@ -161,7 +181,26 @@ int run_daemon(const std::string& ifname, bool foreground) {
                bind.gso_enabled(4) ? "on" : "off", bind.gro_enabled(4) ? "on" : "off");
 
   int exit_code = 0;
-  for (;;) {
+  meshwg::control::ChannelDriver driver(channel);
+  std::unique_ptr<meshwg::control::MeshControl> mesh;
+  if (mesh_cfg) {
+    meshwg::control::MeshOptions mo;
+    mo.ifname = ifname;
+    mo.status_socket = std::string(kSocketDir) + "/" + ifname + ".mesh";
+    // MESHWG_NO_PORTMAP=1: do not ask gateways for UPnP-IGD / NAT-PMP port mappings.
+    mo.portmap = !env_true("MESHWG_NO_PORTMAP");
+    mesh = std::make_unique<meshwg::control::MeshControl>(*mesh_cfg, driver, mo);
+    if (!mesh->setup(err) || !mesh->start(err)) {
+      spdlog::error("{}: {}", config_path, err);
+      mesh.reset();
+      exit_code = 1;
+    } else {
+      spdlog::info("mesh mode: {} listens on UDP {}, check socket UDP {}", ifname,
+                   mesh->listen_port(), mesh->check_port());
+    }
+  }
+
+  for (; exit_code == 0;) {
     timespec timeout{1, 0};
     const int sig = sigtimedwait(&set, nullptr, &timeout);
     if (sig == SIGINT || sig == SIGTERM) {
@@ -177,6 +216,8 @@ int run_daemon(const std::string& ifname, bool foreground) {
       break;
     }
   }
+  if (mesh) mesh->stop();
+  mesh.reset();
   uapi.stop();
   device->stop();
   // Until `meshwg status` shows them, the drop counters are reported once, on the way out.
@@ -189,65 +230,6 @@ int run_daemon(const std::string& ifname, bool foreground) {
   tun->close();
   tun.reset();
   return exit_code;
-}
-
-// HOST:PORT with an IPv6 literal in brackets ([fd00::1]:3478, [fe80::1%eth0]:3478); the port
-// is numeric. Returns false with a message in err.
-bool split_host_port(const std::string& s, std::string& host, std::string& port, bool& literal6,
-                     std::string& err) {
-  literal6 = !s.empty() && s.front() == '[';
-  if (literal6) {
-    const size_t close = s.find(']');
-    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
-      err = "'" + s + "' is not [IPV6]:PORT";
-      return false;
-    }
-    host = s.substr(1, close - 1);
-    port = s.substr(close + 2);
-  } else {
-    const size_t colon = s.rfind(':');
-    if (colon == std::string::npos) {
-      err = "'" + s + "' has no :PORT";
-      return false;
-    }
-    host = s.substr(0, colon);
-    port = s.substr(colon + 1);
-    if (host.find(':') != std::string::npos) {
-      err = "'" + s + "': write an IPv6 address in brackets, as [ADDR]:PORT";
-      return false;
-    }
-  }
-  const bool digits = !port.empty() && port.size() <= 5 &&
-                      port.find_first_not_of("0123456789") == std::string::npos;
-  if (host.empty() || !digits || std::stoul(port) == 0 || std::stoul(port) > 65535) {
-    err = "'" + s + "' is not HOST:PORT with a port 1-65535";
-    return false;
-  }
-  return true;
-}
-
-// Resolved addresses of HOST, in getaddrinfo's order (at most kMaxAddresses).
-std::vector<meshwg::dataplane::Endpoint> resolve(const std::string& host, const std::string& port,
-                                                 bool literal6, std::string& err) {
-  constexpr size_t kMaxAddresses = 8;
-  addrinfo hints{};
-  hints.ai_family = literal6 ? AF_INET6 : AF_UNSPEC;
-  hints.ai_socktype = SOCK_DGRAM;
-  hints.ai_flags = AI_NUMERICSERV | (literal6 ? AI_NUMERICHOST : 0);
-  addrinfo* res = nullptr;
-  const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &res);
-  std::vector<meshwg::dataplane::Endpoint> out;
-  if (rc != 0) {
-    err = "cannot resolve '" + host + "': " + ::gai_strerror(rc);
-    return out;
-  }
-  for (const addrinfo* a = res; a != nullptr && out.size() < kMaxAddresses; a = a->ai_next) {
-    const auto e = meshwg::dataplane::Endpoint::from_sockaddr(a->ai_addr, a->ai_addrlen);
-    if (e.valid()) out.push_back(e);
-  }
-  ::freeaddrinfo(res);
-  if (out.empty()) err = "'" + host + "' has no IPv4 or IPv6 address";
-  return out;
 }
 
 std::string describe_failure(const meshwg::control::StunQueryResult& r,
@@ -284,13 +266,13 @@ int run_stun(const std::string& target, const meshwg::control::StunRetransmit& r
     std::cerr << "meshwg stun: libsodium initialisation failed\n";
     return 1;
   }
-  std::string host, port, err;
-  bool literal6 = false;
-  if (!split_host_port(target, host, port, literal6, err)) {
+  std::string err;
+  meshwg::control::HostPort hp;
+  if (!meshwg::control::split_host_port(target, hp, err)) {
     std::cerr << "meshwg stun: " << err << "\n";
     return 2;
   }
-  const auto servers = resolve(host, port, literal6, err);
+  const auto servers = meshwg::control::resolve(hp, err);
   if (servers.empty()) {
     std::cerr << "meshwg stun: " << err << "\n";
     return 1;
@@ -350,7 +332,18 @@ std::optional<meshwg::control::InterfaceStatus> read_status(const std::string& i
     std::cerr << "meshwg status: " << ifname << ": bad reply: " << perr.message << "\n";
     return std::nullopt;
   }
-  return meshwg::control::status_from_snapshot(ifname, *snap, std::chrono::system_clock::now());
+  auto st = meshwg::control::status_from_snapshot(ifname, *snap, std::chrono::system_clock::now());
+  // Mesh mode adds the control plane's view; without one (plain `meshwg IFNAME`, or
+  // wireguard-go) there is no socket and nothing to add.
+  const std::string mesh_path = std::string(kSocketDir) + "/" + ifname + ".mesh";
+  int sys_errno = 0;
+  if (auto doc = meshwg::control::read_mesh_status(mesh_path, err, &sys_errno)) {
+    if (!meshwg::control::merge_mesh_status(st, *doc))
+      std::cerr << "meshwg status: " << ifname << ": bad control-plane status document\n";
+  } else if (sys_errno != ENOENT) {
+    std::cerr << "meshwg status: " << err << "\n";
+  }
+  return st;
 }
 
 // `meshwg status [--json] [IFNAME]`: reads every device (or one) through its UAPI socket, so
@@ -392,8 +385,11 @@ int main(int argc, char** argv) {
 
   CLI::App app{"meshwg: userspace WireGuard (wireguard-go compatible)"};
   bool foreground = false;
-  std::string ifname;
+  std::string ifname, config;
   app.add_flag("-f,--foreground", foreground, "stay in the foreground");
+  app.add_option("--config", config,
+                 "mesh mode: wg-quick style file with [WGStun] / [Relay] (README, "
+                 "control/mesh_config.h)");
   app.add_option("IFNAME", ifname, "interface to create")->required();
   app.set_version_flag("--version", "meshwg 0.1.0");
   app.footer(
@@ -401,5 +397,5 @@ int main(int argc, char** argv) {
       "      meshwg status [--json] [IFNAME]  what each interface is doing");
   CLI11_PARSE(app, argc, argv);
   if (env_true("WG_PROCESS_FOREGROUND")) foreground = true;
-  return run_daemon(ifname, foreground);
+  return run_daemon(ifname, foreground, config);
 }

@@ -696,3 +696,32 @@ TEST_F(ConfigFiles, ErrorsNameThePath) {
 
 }  // namespace
 }  // namespace meshwg::control
+
+namespace meshwg::control {
+namespace {
+
+TEST(MeshConfigWgStun, StunServersAreAListOnlyInWgStun) {
+  const std::string head =
+      std::string("[WGStun]\nEndpoint = 192.0.2.1:51820\nPublicKey = ") + kWgStunPub + "\n";
+  ConfigError err;
+  const std::string text = kIface + head + "Stun = 192.0.2.1:3478\nStun = [2001:db8::1]:3479\n" +
+                           "Stun = stun.example.org:3478\n";
+  auto c = parse_mesh_config(text, "t.conf", err);
+  ASSERT_TRUE(c) << err.message;
+  ASSERT_TRUE(c->wgstun);
+  ASSERT_EQ(c->wgstun->stun.size(), 3u);
+  EXPECT_EQ(c->wgstun->stun[0].str(), "192.0.2.1:3478");
+  EXPECT_EQ(c->wgstun->stun[1].str(), "[2001:db8::1]:3479");
+  EXPECT_TRUE(c->wgstun->stun[2].is_name());
+  // Not a key of [Relay] or [Peer]; bounded; a bad value names its line.
+  mesh_error(kIface + "[Relay]\nEndpoint = 192.0.2.1:443\nPublicKey = " + kServerPub +
+                 "\nStun = 192.0.2.1:3478\n",
+             6, "Stun", "not a key of [Relay]");
+  std::string many = kIface + head;
+  for (int i = 0; i < int(kMaxStunServers) + 1; ++i) many += "Stun = 192.0.2.1:3478\n";
+  mesh_error(many, 6 + kMaxStunServers, "Stun", "more than 8 servers");
+  mesh_error(kIface + head + "Stun = 192.0.2.1\n", 6, "Stun");
+}
+
+}  // namespace
+}  // namespace meshwg::control

@@ -182,5 +182,34 @@ TEST(Status, JsonHasTheDocumentedSchema) {
   EXPECT_NE(text.find("1.34 KiB received"), std::string::npos) << text;
 }
 
+TEST(Status, MeshStatusAddsCheckPortAndCandidates) {
+  InterfaceStatus s;
+  s.interface = "mw0";
+  EXPECT_TRUE(to_json(s)["check_port"].is_null()) << "no control plane: null, not absent";
+  ASSERT_TRUE(merge_mesh_status(
+      s, R"({"check_port": 40000, "candidates": [{"kind": "wg-stun", "address": "198.51.100.2:51000", "age_s": 3},
+                                                {"kind": "local", "address": "[2001:db8::2]:51000", "age_s": 0}]})"));
+  const auto j = to_json(s);
+  EXPECT_EQ(j["check_port"], 40000);
+  ASSERT_EQ(j["candidates"].size(), 2u);
+  EXPECT_EQ(j["candidates"][0]["kind"], "wg-stun");
+  EXPECT_EQ(j["candidates"][0]["address"], "198.51.100.2:51000");
+  EXPECT_EQ(j["candidates"][1]["age_s"], 0);
+  const std::string text = to_text(s, std::chrono::system_clock::now());
+  EXPECT_NE(text.find("check port: 40000"), std::string::npos);
+  EXPECT_NE(text.find("198.51.100.2:51000 (wg-stun, 3 s old)"), std::string::npos) << text;
+  // Anything else leaves the status as it was.
+  for (const char* bad :
+       {"", "null", "[]", "{\"candidates\": []}", "{\"check_port\": 70000, \"candidates\": []}",
+        "{\"check_port\": -1, \"candidates\": []}", "{\"check_port\": 1, \"candidates\": {}}",
+        "{\"check_port\": 1, \"candidates\": [{\"kind\": 1, \"address\": \"x\", \"age_s\": 0}]}",
+        "{\"check_port\": 1, \"candidates\": [{\"kind\": \"local\", \"age_s\": 0}]}",
+        "{\"check_port\": 1, \"candidates\": [1]}", "{\"check_port\": 1, \"candidates\": [] "}) {
+    InterfaceStatus t = s;
+    EXPECT_FALSE(merge_mesh_status(t, bad)) << bad;
+    EXPECT_EQ(to_json(t), j) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace meshwg::control
