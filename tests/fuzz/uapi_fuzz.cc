@@ -1,7 +1,8 @@
 // libFuzzer target for the UAPI text protocol (wireguard.com/xplatform): control/uapi.cc's
 // parse_set on raw bytes, with invariants and a get→set round trip on success (and the
 // get reply read back by parse_get), parse_get on the raw bytes, and
-// control/uapi_server.cc's UapiServer::serve() on the same bytes over a socketpair.
+// control/uapi_server.cc's UapiServer::serve() on the same bytes over a socketpair, and
+// control/status.cc's merge_mesh_status (the mesh status document) on them too.
 //
 // Inputs may be framed like a request ("set=1\n...\n\n"): the parser then sees the body, so
 // one corpus drives both halves.
@@ -17,6 +18,7 @@
 #include <string_view>
 #include <thread>
 
+#include "control/status.h"
 #include "control/uapi.h"
 #include "control/uapi_server.h"
 
@@ -189,5 +191,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // The get-reply reader on raw bytes: never crashes; a failure names a line and an errno.
   ParseError gerr;
   if (!parse_get(in, gerr)) CHECK(gerr.errno_value != 0 && gerr.line >= 1);
+  // `meshwg status` also reads the control plane's status document: a rejected one must
+  // leave the status untouched, an accepted one must serialise.
+  {
+    InterfaceStatus st;
+    st.interface = "fz0";
+    const std::string before = to_json(st).dump();
+    if (merge_mesh_status(st, in))
+      (void)to_json(st).dump();
+    else
+      CHECK(to_json(st).dump() == before);
+  }
   return 0;
 }
