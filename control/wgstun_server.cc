@@ -174,15 +174,6 @@ struct WgStunResponder::Client {
   bool confirmed = false;                // in confirmed_ (else in unconfirmed_)
 };
 
-size_t WgStunResponder::KeyHash::operator()(const crypto::PublicKey& k) const {
-  uint8_t out[crypto_shorthash_BYTES];
-  crypto_shorthash(out, k.data(), k.size(), secret);
-  size_t h;
-  static_assert(sizeof(h) <= sizeof(out));
-  std::memcpy(&h, out, sizeof(h));
-  return h;
-}
-
 WgStunResponder::WgStunResponder(std::span<const uint8_t, 32> private_key, WgStunSink& sink,
                                  const WgStunOptions& opt)
     : sink_(sink), opt_(opt) {
@@ -191,10 +182,8 @@ WgStunResponder::WgStunResponder(std::span<const uint8_t, 32> private_key, WgStu
   if (opt_.software.size() > kStunMaxTextEncode) opt_.software.resize(kStunMaxTextEncode);
   identity_.set(private_key);
   cookie_checker_.init(identity_.public_key);
-  KeyHash hash;
-  static_assert(sizeof(hash.secret) == crypto_shorthash_KEYBYTES);
-  crypto::random_bytes(hash.secret);
-  by_key_ = decltype(by_key_)(64, hash);
+  // Keys are chosen by clients: no predictable buckets.
+  by_key_ = decltype(by_key_)(64, PublicKeyHash::random());
   scratch_.resize(kTransportHeaderSize + kMaxDatagram + dataplane::kPaddingMultiple + kTagSize);
 }
 

@@ -59,6 +59,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "control/key_hash.h"
 #include "control/stun_server.h"
 #include "crypto/cookie.h"
 #include "crypto/noise.h"
@@ -179,11 +180,6 @@ class WgStunResponder {
   struct Client;
   using ClientList = std::list<Client>;
   using ClientIt = ClientList::iterator;
-  struct KeyHash {
-    uint8_t secret[16];
-    size_t operator()(const crypto::PublicKey& k) const;
-  };
-
   void count(WgStunEvent e);
   void drop(WgStunDrop d, const dataplane::Endpoint& from);
   void on_initiation(std::span<const uint8_t> data, const dataplane::Endpoint& from, Instant now);
@@ -209,7 +205,7 @@ class WgStunResponder {
 
   ClientList confirmed_;    // most recently active first
   ClientList unconfirmed_;  // most recently active first
-  std::unordered_map<crypto::PublicKey, ClientIt, KeyHash> by_key_;
+  std::unordered_map<crypto::PublicKey, ClientIt, PublicKeyHash> by_key_;
   std::unordered_map<uint32_t, ClientIt> by_index_;  // local index of any session
   std::atomic<size_t> client_count_{0};
 

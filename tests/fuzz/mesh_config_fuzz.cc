@@ -8,19 +8,12 @@
 #include <string_view>
 
 #include "control/mesh_config.h"
+#include "fuzz_check.h"
 
 using namespace meshwg;
 using namespace meshwg::control;
 
 namespace {
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "CHECK failed: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
 
 void check_error(const ConfigError& err) {
   const std::string prefix = "fuzz:" + std::to_string(err.line) + ": " + err.key + ": ";

@@ -12,19 +12,12 @@
 #include <vector>
 
 #include "control/stun.h"
+#include "fuzz_check.h"
 
 using namespace meshwg;
 using namespace meshwg::control;
 
 namespace {
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "CHECK failed: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
 
 bool printable(const std::string& s) {
   return std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x20 && c < 0x7f; });

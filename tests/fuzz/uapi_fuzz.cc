@@ -21,19 +21,12 @@
 #include "control/status.h"
 #include "control/uapi.h"
 #include "control/uapi_server.h"
+#include "fuzz_check.h"
 
 using namespace meshwg;
 using namespace meshwg::control;
 
 namespace {
-
-#define CHECK(cond)                                         \
-  do {                                                      \
-    if (!(cond)) {                                          \
-      fprintf(stderr, "CHECK failed: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                              \
-    }                                                       \
-  } while (0)
 
 class FakeHandler : public UapiHandler {
  public:

@@ -18,19 +18,12 @@
 #include "control/wgstun_server.h"
 #include "crypto/aead.h"
 #include "crypto/noise.h"
+#include "fuzz_check.h"
 
 using namespace meshwg;
 using namespace meshwg::control;
 
 namespace {
-
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      fprintf(stderr, "CHECK failed: %s:%d: %s\n", __FILE__, __LINE__, #cond); \
-      abort();                                                                 \
-    }                                                                          \
-  } while (0)
 
 using Bytes = std::vector<uint8_t>;
 using Instant = std::chrono::steady_clock::time_point;
