@@ -7,15 +7,25 @@
 // (RFC 8489), and UPnP-IGD / NAT-PMP port mappings. Refreshed on rtnetlink events and
 // periodically.
 //
+// Relayed data path: a [Peer] without Endpoint gets, as its WireGuard endpoint, a loopback UDP
+// socket of the control plane (127.0.0.1:port). What the data plane sends there (already
+// encrypted WireGuard messages) goes to that peer over the relay's TCP connection, and what
+// the relay delivers from that peer is sent from the same socket to the WireGuard port, so
+// the device sees the peer at that loopback endpoint. Relay payloads start with a tag byte
+// (kRelayTagWireGuard), so sealed control messages can share the connection.
+//
 // Threads:
 //   caller            setup() (before start()), candidates()/status_json() from any thread
 //   control thread    run(): one poll loop over the rtnetlink monitor, the WG-STUN probe
-//                     socket, the check socket, the status socket and a stop eventfd; it is
+//                     socket, the check socket, the status socket, the relay connection and
+//                     the per-peer relay sockets, and a stop eventfd; it is
 //                     the only user of the WgDriver after setup(). Port mapping runs on a
 //                     short-lived helper thread (the libraries block), joined by the loop.
 #pragma once
 
+#include <array>
 #include <atomic>
+#include <sys/socket.h>
 #include <chrono>
 #include <cstdint>
 #include <future>
@@ -28,13 +38,31 @@
 #include <nlohmann/json.hpp>
 
 #include "control/driver.h"
+#include "control/path.h"
 #include "control/mesh_config.h"
 #include "control/portmap.h"
+#include "control/peer_message.h"
+#include "control/relay_client.h"
+#include "control/sealed.h"
 #include "control/stun.h"
 #include "dataplane/ip.h"
 #include "tun/netlink.h"
 
 namespace meshwg::control {
+
+// First byte of every payload this node sends over the relay.
+inline constexpr uint8_t kRelayTagWireGuard = 0x00;  // a WireGuard message, as the device sent it
+inline constexpr uint8_t kRelayTagSealed = 0x01;     // a sealed control message (control/sealed.h)
+
+// Check-socket datagrams: magic "MWC", version 1, the sender's key id (the first 8 bytes of
+// BLAKE2s-256 of its public key, so the receiver finds the channel without trying them all),
+// then a box sealed on the pair's check-socket channel. STUN messages (first two bits zero)
+// never start with 'M'.
+inline constexpr uint8_t kCheckMagic[4] = {'M', 'W', 'C', 1};
+inline constexpr size_t kCheckKeyIdSize = 8;
+inline constexpr size_t kCheckHeaderSize = sizeof(kCheckMagic) + kCheckKeyIdSize;
+using CheckKeyId = std::array<uint8_t, kCheckKeyIdSize>;
+[[nodiscard]] CheckKeyId check_key_id(const crypto::PublicKey& key);
 
 enum class CandidateKind : uint8_t { kLocal, kWgStun, kStun, kUpnp, kNatPmp };
 // "local", "wg-stun", "stun", "upnp", "nat-pmp": the kinds `meshwg status` prints.
@@ -76,6 +104,7 @@ class MeshControl {
   std::vector<Candidate> candidates() const;
   uint16_t listen_port() const { return listen_port_.load(); }
   uint16_t check_port() const { return check_port_; }
+  bool relay_up() const { return relay_up_.load(); }
   // {"check_port": n, "candidates": [{kind, address, age_s}]}, what the status socket serves.
   nlohmann::json status_json() const;
 
@@ -92,6 +121,38 @@ class MeshControl {
     std::chrono::steady_clock::time_point mapped_at{};
   };
   using Clock = std::chrono::steady_clock;
+  struct RelayedPeer {  // a [Peer] without Endpoint, reached over the relay for now
+    crypto::PublicKey key{};
+    int fd = -1;  // 127.0.0.1:port, the peer's WireGuard endpoint
+    uint16_t port = 0;
+    uint64_t to_relay = 0, from_relay = 0, dropped = 0;
+    // End to end with the peer over the relay (control/sealed.h): our candidates go out,
+    // theirs come in; the relay sees only boxes.
+    std::optional<SealedChannel> channel;
+    std::vector<PeerCandidate> remote;  // the peer's latest list
+    bool remote_known = false;
+    Clock::time_point remote_at{};
+    bool owe_list = false;  // it said hello: send our list
+    std::vector<uint8_t> last_initiation;  // tagged, as sent over the relay
+    Clock::time_point last_initiation_at{};
+    // Direct paths: checks and pings on the check socket (their own sealed channel), the
+    // state machine, and where to ping through the tunnel.
+    std::optional<SealedChannel> check_channel;
+    std::optional<PeerPath> path;
+    CheckKeyId check_id{};
+    std::optional<dataplane::IpAddress> tunnel_ip;  // a host route in its AllowedIPs
+    uint16_t keepalive = 0;                          // configured PersistentKeepalive
+    uint64_t relayed_while_direct = 0;               // relay WireGuard packets dropped
+    PathState shown = PathState::kRelayed;           // last state logged
+  };
+  struct PeerView {  // what status_json() shows of a relayed peer
+    crypto::PublicKey key{};
+    std::vector<PeerCandidate> candidates;
+    PathState state = PathState::kRelayed;
+    std::optional<double> rtt_ms;
+    uint64_t upgrades = 0, fallbacks = 0;
+    std::vector<PathBan> bans;
+  };
 
   void run();
   void step_probe(Probe& p, Clock::time_point now);
@@ -101,6 +162,17 @@ class MeshControl {
   void finish_portmap();
   void publish();  // rebuilds candidates_ from the sources
   void serve_status();
+  void on_relayed_datagram(RelayedPeer& p);
+  void on_relay_payload(const crypto::PublicKey& src, std::span<const uint8_t> payload);
+  void on_peer_message(RelayedPeer& p, std::span<const uint8_t> box);
+  void send_candidates();  // to every peer when announce_, else to those owed a list
+  std::vector<PeerCandidate> announced() const;  // our candidates as peers get them
+  void on_check_datagram(const dataplane::Endpoint& from, std::span<const uint8_t> d);
+  void apply(RelayedPeer& p, PathActions& out);
+  void send_check(RelayedPeer& p, const dataplane::Endpoint& to, const PeerMessage& m);
+  void send_sealed(RelayedPeer& p, const PeerMessage& m);
+  void step_paths(Clock::time_point now);
+  void update_views();
   Clock::time_point next_deadline(Clock::time_point now) const;
 
   MeshConfig cfg_;
@@ -109,12 +181,20 @@ class MeshControl {
   int ifindex_ = 0;
   std::atomic<uint16_t> listen_port_{0};
   uint16_t check_port_ = 0;
+  int check_family_ = AF_INET6;  // of check_fd_
+  crypto::PublicKey me_{};
   int probe_fd_ = -1;   // WG-STUN: through the tunnel
   int check_fd_ = -1;   // plain STUN and, later, connectivity checks
   int status_fd_ = -1;
   int stop_fd_ = -1;
   tun::NetlinkMonitor monitor_;
   std::vector<Probe> probes_;
+  std::vector<RelayedPeer> relayed_;
+  std::unique_ptr<RelayClient> relay_;
+  std::atomic<bool> relay_up_{false};
+  bool hello_ = false;     // the relay came (back) up: ask peers for their lists
+  bool announce_ = false;  // candidates changed or the relay came (back) up: send them
+  uint32_t generation_ = 0;
   std::vector<Candidate> local_;
   std::vector<PortMapping> portmaps_;
   Clock::time_point portmaps_at_{};
@@ -123,8 +203,11 @@ class MeshControl {
   bool changed_ = false;  // rtnetlink reported a change: gather again soon
   Clock::time_point changed_at_{};
 
-  mutable std::mutex mu_;  // guards candidates_
+  Clock::time_point next_counters_{};
+
+  mutable std::mutex mu_;  // guards candidates_ and views_
   std::vector<Candidate> candidates_;
+  std::vector<PeerView> views_;
   std::thread thread_;
   bool started_ = false;
 };

@@ -47,7 +47,9 @@ DeviceSnapshot sample() {
 
 void expect_same(const DeviceSnapshot& x, const DeviceSnapshot& y) {
   ASSERT_EQ(x.private_key.has_value(), y.private_key.has_value());
-  if (x.private_key) EXPECT_TRUE(crypto::equal_ct(x.private_key->span(), y.private_key->span()));
+  if (x.private_key) {
+    EXPECT_TRUE(crypto::equal_ct(x.private_key->span(), y.private_key->span()));
+  }
   EXPECT_EQ(x.listen_port, y.listen_port);
   EXPECT_EQ(x.fwmark, y.fwmark);
   ASSERT_EQ(x.peers.size(), y.peers.size());
@@ -57,7 +59,9 @@ void expect_same(const DeviceSnapshot& x, const DeviceSnapshot& y) {
     EXPECT_EQ(p.public_key, q.public_key);
     EXPECT_TRUE(crypto::equal_ct(p.preshared_key.span(), q.preshared_key.span()));
     ASSERT_EQ(p.endpoint.has_value(), q.endpoint.has_value()) << i;
-    if (p.endpoint) EXPECT_EQ(p.endpoint->str(), q.endpoint->str());
+    if (p.endpoint) {
+      EXPECT_EQ(p.endpoint->str(), q.endpoint->str());
+    }
     EXPECT_EQ(p.last_handshake_sec, q.last_handshake_sec);
     EXPECT_EQ(p.last_handshake_nsec, q.last_handshake_nsec);
     EXPECT_EQ(p.rx_bytes, q.rx_bytes);
@@ -187,10 +191,11 @@ TEST(Status, MeshStatusAddsCheckPortAndCandidates) {
   s.interface = "mw0";
   EXPECT_TRUE(to_json(s)["check_port"].is_null()) << "no control plane: null, not absent";
   ASSERT_TRUE(merge_mesh_status(
-      s, R"({"check_port": 40000, "candidates": [{"kind": "wg-stun", "address": "198.51.100.2:51000", "age_s": 3},
+      s, R"({"check_port": 40000, "relay": "up", "candidates": [{"kind": "wg-stun", "address": "198.51.100.2:51000", "age_s": 3},
                                                 {"kind": "local", "address": "[2001:db8::2]:51000", "age_s": 0}]})"));
   const auto j = to_json(s);
   EXPECT_EQ(j["check_port"], 40000);
+  EXPECT_EQ(j["relay"], "up");
   ASSERT_EQ(j["candidates"].size(), 2u);
   EXPECT_EQ(j["candidates"][0]["kind"], "wg-stun");
   EXPECT_EQ(j["candidates"][0]["address"], "198.51.100.2:51000");
@@ -204,10 +209,57 @@ TEST(Status, MeshStatusAddsCheckPortAndCandidates) {
         "{\"check_port\": -1, \"candidates\": []}", "{\"check_port\": 1, \"candidates\": {}}",
         "{\"check_port\": 1, \"candidates\": [{\"kind\": 1, \"address\": \"x\", \"age_s\": 0}]}",
         "{\"check_port\": 1, \"candidates\": [{\"kind\": \"local\", \"age_s\": 0}]}",
-        "{\"check_port\": 1, \"candidates\": [1]}", "{\"check_port\": 1, \"candidates\": [] "}) {
+        "{\"check_port\": 1, \"candidates\": [1]}",
+        "{\"check_port\": 1, \"relay\": \"sideways\", \"candidates\": []}",
+        "{\"check_port\": 1, \"relay\": 1, \"candidates\": []}", "{\"check_port\": 1, \"candidates\": [] "}) {
     InterfaceStatus t = s;
     EXPECT_FALSE(merge_mesh_status(t, bad)) << bad;
     EXPECT_EQ(to_json(t), j) << bad;
+  }
+}
+
+TEST(Status, MeshStatusAddsThePathStateOfRelayedPeers) {
+  DeviceSnapshot snap;
+  snap.listen_port = 51000;
+  PeerSnapshot p;
+  p.public_key = key_of(0x11);
+  p.endpoint = dataplane::Endpoint::parse("198.51.101.1:51000");
+  p.last_handshake_sec = 1000;
+  snap.peers = {p};
+  const auto now = std::chrono::system_clock::time_point(std::chrono::seconds(1010));
+  InterfaceStatus s = status_from_snapshot("mw0", snap, now);
+  EXPECT_TRUE(to_json(s)["peers"][0]["state"].is_null()) << "not managed: null";
+  EXPECT_TRUE(to_json(s)["peers"][0]["bans"].empty());
+  const std::string key = key_to_base64(p.public_key);
+  const std::string doc = R"({"check_port": 40000, "candidates": [], "peers": [{"public_key": ")" +
+                          key + R"(", "candidates": [], "state": "direct", "rtt_ms": 0.5,
+      "upgrades": 3, "fallbacks": 1,
+      "bans": [{"pair": "198.51.100.1:51000>198.51.101.1:51000", "ttl_s": 9, "failures": 2}]}]})";
+  ASSERT_TRUE(merge_mesh_status(s, doc));
+  const auto j = to_json(s)["peers"][0];
+  EXPECT_EQ(j["path"], "direct");
+  EXPECT_EQ(j["state"], "direct");
+  EXPECT_EQ(j["rtt_ms"], 0.5);
+  EXPECT_EQ(j["upgrades"], 3);
+  EXPECT_EQ(j["fallbacks"], 1);
+  ASSERT_EQ(j["bans"].size(), 1u);
+  EXPECT_EQ(j["bans"][0]["pair"], "198.51.100.1:51000>198.51.101.1:51000");
+  EXPECT_EQ(j["bans"][0]["ttl_s"], 9);
+  EXPECT_EQ(j["bans"][0]["failures"], 2);
+  const std::string text = to_text(s, now);
+  EXPECT_NE(text.find("control plane: direct, 3 upgrades, 1 fallbacks"), std::string::npos) << text;
+  EXPECT_NE(text.find("banned pair: 198.51.100.1:51000>198.51.101.1:51000 (2 failures, 9 s left)"),
+            std::string::npos)
+      << text;
+  // Malformed path fields are refused as a whole.
+  for (const char* bad : {R"("state": "teleported")", R"("state": 1)", R"("rtt_ms": -1)",
+                          R"("upgrades": -2)", R"("bans": {})", R"("bans": [{"pair": "x"}])",
+                          R"("bans": [{"pair": "x", "ttl_s": 1, "failures": -1}])"}) {
+    InterfaceStatus t = status_from_snapshot("mw0", snap, now);
+    const std::string d = R"({"check_port": 1, "candidates": [], "peers": [{"public_key": ")" + key +
+                          R"(", "candidates": [], )" + bad + "}]}";
+    EXPECT_FALSE(merge_mesh_status(t, d)) << bad;
+    EXPECT_TRUE(to_json(t)["peers"][0]["state"].is_null()) << bad;
   }
 }
 
