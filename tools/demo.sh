@@ -1,58 +1,80 @@
 #!/usr/bin/env bash
-# The meshwg demo: installs the dependencies, builds, then brings up a WireGuard tunnel
-# between two network namespaces with meshwg on both ends, configured with wg(8), and shows
-# ping and a 5 s iperf3 (one TCP stream) through it. Everything it creates (namespaces,
-# daemons, sockets) is removed on exit, also on failure or Ctrl-C. Run as root.
+# The meshwg demo: installs the dependencies, builds, then runs meshwg-server on a "public"
+# network and two meshwg peers, each behind its own NAT, that know nothing of each other but
+# their public keys. They start talking through the server's relay at once, find a direct
+# path through both NATs and move their WireGuard traffic onto it. The demo shows the status
+# while relayed, how long the upgrade took, `meshwg status`, ping and a 5 s iperf3 (one TCP
+# stream) through the tunnel. Everything it creates (namespaces, daemons, sockets) is removed
+# on exit, also on failure or Ctrl-C. Run as root.
 #
-#   ns1 (mwg-PID-a)                                   ns2 (mwg-PID-b)
-#   ┌────────────────────────────┐                    ┌────────────────────────────┐
-#   │ meshwg  192.168.241.1/24   │  WireGuard / UDP   │ meshwg  192.168.241.2/24   │
-#   │ veth0   10.0.0.1:51821    ─┼────────────────────┼─ veth0  10.0.0.2:51822     │
-#   └────────────────────────────┘                    └────────────────────────────┘
+#   peer a (mwg-PID-ca)         nat_a (mwg-PID-na)         internet (mwg-PID-in)
+#   meshwg --config a.conf       masquerade                 router, no NAT
+#   10.1.0.2 ── eth0 ─────────── lan0   wan0 198.51.100.1 ─ a0
+#   tunnel 10.99.0.1                                        b0 ─────────────────────┐
+#   peer b (mwg-PID-cb)         nat_b (mwg-PID-nb)                                  │
+#   meshwg --config b.conf       masquerade                                         │
+#   10.2.0.2 ── eth0 ─────────── lan0   wan0 198.51.101.1 ──────────────────────────┘
+#   tunnel 10.99.0.2                                        s0 ─┐
+#   server (mwg-PID-sv)  meshwg-server 203.0.113.2: relay :443 (TCP), WG-STUN :51820 and
+#                        STUN :3478 (UDP)   eth0 ───────────────┘
 #
-# DEMO_IMPL=wireguard-go runs the same demo with wireguard-go (for comparison).
+# DEMO_SKIP_BUILD=1 skips install-deps and build (uses the existing build/). The demo needs
+# meshwg's own control plane (mesh mode), so the old DEMO_IMPL=wireguard-go variant is gone;
+# benchmarks/throughput.sh compares the data planes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-bash tools/install-deps.sh
-bash tools/build.sh
+if [[ ${DEMO_SKIP_BUILD:-0} != 1 ]]; then
+  bash tools/install-deps.sh
+  bash tools/build.sh
+fi
 source tests/netns/lib.sh
 
-IMPL=${DEMO_IMPL:-meshwg}
 say() { printf '\n== %s\n' "$*"; }
 
-say "two namespaces joined by a veth"
-ns_create NS1 a
-ns_create NS2 b
-veth_pair "$NS1" "$NS2" || die "veth setup"
-echo "$NS1: veth0 10.0.0.1/24    $NS2: veth0 10.0.0.2/24"
-
-say "$IMPL on both ends, keys from wg genkey"
-ifname_new IF1
-ifname_new IF2
-genkey k1
-genkey k2
-start_daemon "$IMPL" "$NS1" "$IF1" PID1 || die "start $IMPL in $NS1"
-start_daemon "$IMPL" "$NS2" "$IF2" PID2 || die "start $IMPL in $NS2"
-wgx "$NS1" set "$IF1" listen-port 51821 private-key "$(keyfile k1)" \
-  peer "$(pub k2)" allowed-ips 192.168.241.2/32 endpoint 10.0.0.2:51822 || die "wg set $IF1"
-wgx "$NS2" set "$IF2" listen-port 51822 private-key "$(keyfile k2)" \
-  peer "$(pub k1)" allowed-ips 192.168.241.1/32 endpoint 10.0.0.1:51821 || die "wg set $IF2"
-ip -n "$NS1" addr add 192.168.241.1/24 dev "$IF1" && ip -n "$NS1" link set "$IF1" up
-ip -n "$NS2" addr add 192.168.241.2/24 dev "$IF2" && ip -n "$NS2" link set "$IF2" up
-echo "$NS1: $IF1 192.168.241.1    $NS2: $IF2 192.168.241.2"
-
-say "ping 192.168.241.2 from $NS1 through the tunnel"
-nsx "$NS1" ping -n -c 5 -i 0.3 -W 2 192.168.241.2 || die "ping through the tunnel"
-
-say "wg show in $NS1"
-wgx "$NS1" show "$IF1"
-
-say "iperf3, one TCP stream, 5 s, $NS1 -> $NS2"
-mbps=$(iperf_mbps "$NS2" 192.168.241.2 "$NS1" 5) || die "iperf3 through the tunnel"
-echo "throughput: $mbps Mbit/s"
-
-say "wg show transfer after the run"
-wgx "$NS1" show "$IF1" transfer
+say "meshwg-server on a public network, two peers behind separate NATs"
+mesh_lab natA=plain natB=plain || die "lab setup"
+echo "server 203.0.113.2 ($SRV): relay TCP :443, WG-STUN :51820, STUN :3478"
+echo "peer a 10.1.0.2 ($CA) behind nat_a 198.51.100.1, tunnel 10.99.0.1"
+echo "peer b 10.2.0.2 ($CB) behind nat_b 198.51.101.1, tunnel 10.99.0.2"
 echo
-echo "demo OK: $IMPL tunnel pinged and carried $mbps Mbit/s (cleaning up)"
+echo "a.conf (b.conf alike; the [Peer] has no Endpoint: meshwg finds one):"
+sed -e 's/^PrivateKey = .*/PrivateKey = (hidden)/' "$WORKDIR/a.conf" | sed 's/^/  /'
+
+say "starting both peers"
+start_mesh_peers || die "meshwg peers did not start"
+
+# The first status in which a's peer b is relayed (a handshake went through the relay);
+# the upgrade may be quick, so look often.
+relayed_text=""
+for ((i = 0; i < 100; i++)); do
+  text=$(nsx "$CA" "$MESHWG" status "$IFA" 2>/dev/null || true)
+  if grep -q 'path: relayed' <<<"$text"; then relayed_text=$text; break; fi
+  path_is "$CA" "$IFA" direct >/dev/null 2>&1 && break
+  sleep 0.05
+done
+say "meshwg status $IFA (peer a), right after the start: relayed"
+if [[ -n $relayed_text ]]; then
+  echo "$relayed_text"
+else
+  echo "(a was direct before a relayed status could be taken)"
+fi
+
+say "waiting for the direct path"
+took=$(wait_both_path "$MESH_T0" 30 direct "$CA" "$IFA" "$CB" "$IFB") ||
+  die "no direct path within 30 s"
+echo "relayed -> direct in $took s (from starting the peers)"
+
+say "meshwg status $IFA (peer a)"
+nsx "$CA" "$MESHWG" status "$IFA"
+
+say "ping 10.99.0.2 (peer b) from peer a through the tunnel"
+nsx "$CA" ping -n -c 5 -i 0.3 -W 2 10.99.0.2 || die "ping through the tunnel"
+
+say "iperf3, one TCP stream, 5 s, a -> b"
+mbps=$(iperf_mbps "$CB" 10.99.0.2 "$CA" 5) || die "iperf3 through the tunnel"
+echo "throughput: $mbps Mbit/s"
+path_is "$CA" "$IFA" direct >/dev/null || die "a left the direct path during the run"
+
+echo
+echo "demo OK: relayed -> direct in $took s, $mbps Mbit/s direct through two NATs (cleaning up)"

@@ -19,8 +19,8 @@
 #   │ default via 10.0.0.1    │    │ (forwarding)              │    │                          │
 #   └─────────────────────────┘    └───────────────────────────┘    └──────────────────────────┘
 #
-# Checks: config errors exit 1 with FILE:LINE: KEY; the server logs "relay: not implemented
-# yet" and runs; the client's handshake completes; `meshwg stun` to 100.100.100.100:3478 and
+# Checks: config errors exit 1 with FILE:LINE: KEY; the server listens on its relay TCP port
+# and runs; the client's handshake completes; `meshwg stun` to 100.100.100.100:3478 and
 # to [fd6d:6573:6877::1]:3478 print PUBLIC:PORT with PORT = the NAT port of the WireGuard flow
 # (51000 -> 51820) in conntrack (the checker refuses a port one off and the client's own
 # address and port); plain STUN to 203.0.113.2:3478 prints PUBLIC with a different port (its
@@ -110,8 +110,8 @@ SERVER_PID=$!
 track_pid $SERVER_PID
 wait_for 100 0.1 udp_listening "$NSS" $STUN_PORT || die "meshwg-server did not listen on UDP $STUN_PORT"
 wait_for 100 0.1 udp_listening "$NSS" $WGSTUN_PORT || die "meshwg-server did not listen on UDP $WGSTUN_PORT"
-check "server logs that the relay is not implemented, and runs" \
-  bash -c "grep -q 'relay: not implemented yet' '$SERVER_LOG' && kill -0 $SERVER_PID"
+check "server logs its relay listening on TCP $SERVER4:443, and runs" \
+  bash -c "grep -q 'relay: listening on TCP $SERVER4:443' '$SERVER_LOG' && kill -0 $SERVER_PID"
 
 # --- the client ------------------------------------------------------------------------------
 genkey cli
