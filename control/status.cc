@@ -77,23 +77,27 @@ bool merge_mesh_status(InterfaceStatus& s, std::string_view doc) {
       j["check_port"].get<uint64_t>() > 65535 || !j.contains("candidates") ||
       !j["candidates"].is_array())
     return false;
-  std::vector<CandidateStatus> cs;
-  for (const auto& c : j["candidates"]) {
+  // Ours carry their age; a peer's (below) do not.
+  auto candidate = [](const nlohmann::json& c, bool aged, std::vector<CandidateStatus>& out) {
     if (!c.is_object() || !c.contains("kind") || !c["kind"].is_string() ||
-        !c.contains("address") || !c["address"].is_string() || !c.contains("age_s") ||
-        !c["age_s"].is_number_integer())
+        !c.contains("address") || !c["address"].is_string() ||
+        (aged && (!c.contains("age_s") || !c["age_s"].is_number_integer())))
       return false;
-    cs.push_back({c["kind"].get<std::string>(), c["address"].get<std::string>(),
-                  c["age_s"].get<int64_t>()});
-  }
+    out.push_back({c["kind"].get<std::string>(), c["address"].get<std::string>(),
+                   aged ? c["age_s"].get<int64_t>() : 0});
+    return true;
+  };
+  std::vector<CandidateStatus> cs;
+  for (const auto& c : j["candidates"])
+    if (!candidate(c, true, cs)) return false;
   if (j.contains("relay") && !j["relay"].is_null() &&
       (!j["relay"].is_string() || (j["relay"] != "up" && j["relay"] != "down")))
     return false;
-  s.relay = j.contains("relay") && j["relay"].is_string()
-                ? std::optional<std::string>(j["relay"].get<std::string>())
-                : std::nullopt;
-  // Optional: what each relayed peer told us (sealed) about its candidates.
-  // and the control plane's path to it.
+  const auto relay = j.contains("relay") && j["relay"].is_string()
+                         ? std::optional<std::string>(j["relay"].get<std::string>())
+                         : std::nullopt;
+  // Optional: what each relayed peer told us (sealed) about its candidates, and the control
+  // plane's path to it.
   std::vector<std::pair<std::string, PeerStatus>> remote;
   auto opt_u64 = [](const nlohmann::json& p, const char* k, std::optional<uint64_t>& out) {
     if (!p.contains(k) || p[k].is_null()) return true;
@@ -108,12 +112,8 @@ bool merge_mesh_status(InterfaceStatus& s, std::string_view doc) {
           !p.contains("candidates") || !p["candidates"].is_array())
         return false;
       PeerStatus got;
-      for (const auto& c : p["candidates"]) {
-        if (!c.is_object() || !c.contains("kind") || !c["kind"].is_string() ||
-            !c.contains("address") || !c["address"].is_string())
-          return false;
-        got.candidates.push_back({c["kind"].get<std::string>(), c["address"].get<std::string>(), 0});
-      }
+      for (const auto& c : p["candidates"])
+        if (!candidate(c, false, got.candidates)) return false;
       if (p.contains("state") && !p["state"].is_null()) {
         if (!p["state"].is_string()) return false;
         const auto st = p["state"].get<std::string>();
@@ -152,6 +152,7 @@ bool merge_mesh_status(InterfaceStatus& s, std::string_view doc) {
       }
   s.check_port = uint16_t(j["check_port"].get<uint64_t>());
   s.candidates = std::move(cs);
+  s.relay = relay;
   return true;
 }
 

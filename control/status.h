@@ -78,15 +78,15 @@ struct InterfaceStatus {
   std::vector<PeerStatus> peers;
 };
 
-// The path a peer's traffic takes, from what the device reports: none without an endpoint or
-// without a handshake in the last REJECT_AFTER_TIME (no usable session); relayed when the
-// endpoint is a loopback address (the control plane's relay socket); direct otherwise.
 // A WireGuard key as wg(8) prints it.
 std::string key_to_base64(std::span<const uint8_t, 32> key);
 
 // 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104: where the relay's loopback endpoints live.
 bool is_loopback(const dataplane::IpAddress& a);
 
+// The path a peer's traffic takes, from what the device reports: none without an endpoint or
+// without a handshake in the last REJECT_AFTER_TIME (no usable session); relayed when the
+// endpoint is a loopback address (the control plane's relay socket); direct otherwise.
 std::string classify_path(const PeerSnapshot& p, std::chrono::system_clock::time_point now);
 
 InterfaceStatus status_from_snapshot(const std::string& ifname, const DeviceSnapshot& snap,

@@ -256,10 +256,13 @@ TEST(Status, MeshStatusAddsThePathStateOfRelayedPeers) {
                           R"("upgrades": -2)", R"("bans": {})", R"("bans": [{"pair": "x"}])",
                           R"("bans": [{"pair": "x", "ttl_s": 1, "failures": -1}])"}) {
     InterfaceStatus t = status_from_snapshot("mw0", snap, now);
-    const std::string d = R"({"check_port": 1, "candidates": [], "peers": [{"public_key": ")" + key +
+    const auto before = to_json(t);
+    // A valid relay field in front of the bad peer must not be applied either.
+    const std::string d = R"({"check_port": 1, "relay": "up", "candidates": [], "peers": [{"public_key": ")" + key +
                           R"(", "candidates": [], )" + bad + "}]}";
     EXPECT_FALSE(merge_mesh_status(t, d)) << bad;
     EXPECT_TRUE(to_json(t)["peers"][0]["state"].is_null()) << bad;
+    EXPECT_EQ(to_json(t), before) << bad;
   }
 }
 
