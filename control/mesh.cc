@@ -54,27 +54,16 @@ dataplane::Endpoint make_endpoint(const dataplane::IpAddress& a, uint16_t port) 
   return e;
 }
 
-int udp_socket(int family, uint16_t port, std::string& err) {
-  const int fd = ::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+// A non-blocking UDP socket bound to `at` (port 0: the kernel picks one).
+int udp_socket(const dataplane::Endpoint& at, std::string& err) {
+  const int fd = ::socket(at.addr.sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     err = std::string("socket: ") + std::strerror(errno);
     return -1;
   }
-  if (family == AF_INET6) {
-    const int off = 0;  // one dual-stack check socket, like the WireGuard socket
-    (void)::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
-  }
-  sockaddr_in6 any6{};
-  any6.sin6_family = AF_INET6;
-  any6.sin6_port = htons(port);
-  sockaddr_in any4{};
-  any4.sin_family = AF_INET;
-  any4.sin_port = htons(port);
-  const int rc = family == AF_INET6
-                     ? ::bind(fd, reinterpret_cast<sockaddr*>(&any6), sizeof(any6))
-                     : ::bind(fd, reinterpret_cast<sockaddr*>(&any4), sizeof(any4));
-  if (rc != 0) {
-    err = std::string("bind: ") + std::strerror(errno);
+  make_dual_stack(fd, at.addr.sa.sa_family);  // one check socket for both, like WireGuard's
+  if (::bind(fd, &at.addr.sa, at.socklen()) != 0) {
+    err = "bind " + at.str() + ": " + std::strerror(errno);
     ::close(fd);
     return -1;
   }
@@ -103,20 +92,10 @@ dataplane::Endpoint loopback_endpoint(uint16_t port) {
   return make_endpoint(dataplane::IpAddress::v4(kLo), port);
 }
 
-// A UDP socket on 127.0.0.1 with a kernel-chosen port: a relayed peer's WireGuard endpoint.
-int loopback_socket(std::string& err) {
-  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    err = std::string("socket: ") + std::strerror(errno);
-    return -1;
-  }
-  const dataplane::Endpoint lo = loopback_endpoint(0);
-  if (::bind(fd, &lo.addr.sa, lo.socklen()) != 0) {
-    err = std::string("bind 127.0.0.1: ") + std::strerror(errno);
-    ::close(fd);
-    return -1;
-  }
-  return fd;
+dataplane::Endpoint any_endpoint(int family) {
+  dataplane::IpAddress any;
+  any.family = family == AF_INET6 ? 6 : 4;
+  return make_endpoint(any, 0);
 }
 
 void close_fd(int& fd) {
@@ -202,7 +181,7 @@ bool MeshControl::setup(std::string& err) {
           break;
         }
       std::string serr;
-      rp.fd = loopback_socket(serr);
+      rp.fd = udp_socket(loopback_endpoint(0), serr);  // the peer's WireGuard endpoint
       if (rp.fd < 0) {
         err = "relay socket for the peer on line " + std::to_string(pc.line) + ": " + serr;
         return false;
@@ -278,9 +257,9 @@ bool MeshControl::setup(std::string& err) {
 bool MeshControl::start(std::string& err) {
   if (started_) return true;
   stop_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  check_fd_ = udp_socket(AF_INET6, 0, err);
+  check_fd_ = udp_socket(any_endpoint(AF_INET6), err);
   if (check_fd_ < 0) {
-    check_fd_ = udp_socket(AF_INET, 0, err);  // IPv6 disabled
+    check_fd_ = udp_socket(any_endpoint(AF_INET), err);  // IPv6 disabled
     check_family_ = AF_INET;
   }
   if (stop_fd_ < 0 || check_fd_ < 0) {
@@ -293,7 +272,7 @@ bool MeshControl::start(std::string& err) {
     // the kernel then picks that tunnel address as the source.
     bool v4 = cfg_.interface.addresses.empty();
     for (const auto& a : cfg_.interface.addresses) v4 = v4 || a.addr.family == 4;
-    probe_fd_ = udp_socket(v4 ? AF_INET : AF_INET6, 0, err);
+    probe_fd_ = udp_socket(any_endpoint(v4 ? AF_INET : AF_INET6), err);
     if (probe_fd_ < 0) {
       err = "WG-STUN probe socket: " + err;
       return false;
@@ -330,6 +309,7 @@ bool MeshControl::start(std::string& err) {
       err = "the private key has no usable public key";
       return false;
     }
+    my_check_id_ = check_key_id(me);
     relay_ = std::make_unique<RelayClient>(cfg_.interface.private_key, me,
                                            cfg_.relay->public_key, addrs.front());
     relay_->on_receive = [this](const crypto::PublicKey& src, std::span<const uint8_t> p) {
@@ -508,20 +488,20 @@ void MeshControl::publish() {
     add(m.kind == PortMapKind::kUpnp ? CandidateKind::kUpnp : CandidateKind::kNatPmp, m.external,
         portmaps_at_);
   {
-  std::lock_guard lk(mu_);
-  if (all.size() != candidates_.size() ||
-      !std::equal(all.begin(), all.end(), candidates_.begin(),
-                  [](const Candidate& a, const Candidate& b) {
-                    return a.kind == b.kind && a.address.same_remote(b.address);
-                  })) {
-    std::string list;
-    for (const auto& c : all)
-      list += std::string(list.empty() ? "" : ", ") + candidate_kind_name(c.kind) + " " +
-              unmap_v4_endpoint(c.address).str();
-    spdlog::info("candidates: {}", list.empty() ? "(none)" : list);
-    announce_ = true;
-  }
-  candidates_ = std::move(all);
+    std::lock_guard lk(mu_);
+    if (all.size() != candidates_.size() ||
+        !std::equal(all.begin(), all.end(), candidates_.begin(),
+                    [](const Candidate& a, const Candidate& b) {
+                      return a.kind == b.kind && a.address.same_remote(b.address);
+                    })) {
+      std::string list;
+      for (const auto& c : all)
+        list += std::string(list.empty() ? "" : ", ") + candidate_kind_name(c.kind) + " " +
+                unmap_v4_endpoint(c.address).str();
+      spdlog::info("candidates: {}", list.empty() ? "(none)" : list);
+      announce_ = true;
+    }
+    candidates_ = std::move(all);
   }
   const auto mine = announced();
   for (RelayedPeer& p : relayed_)
@@ -660,29 +640,25 @@ void MeshControl::on_relayed_datagram(RelayedPeer& p) {
 }
 
 void MeshControl::on_relay_payload(const crypto::PublicKey& src, std::span<const uint8_t> payload) {
-  if (payload.empty()) return;
+  // The relay forwards whatever any client addresses to us: only peers we relay for count.
+  const auto it = std::find_if(relayed_.begin(), relayed_.end(),
+                               [&](const RelayedPeer& p) { return p.key == src; });
+  if (payload.empty() || it == relayed_.end()) return;
+  RelayedPeer& p = *it;
   if (payload[0] == kRelayTagWireGuard) {
-    for (RelayedPeer& p : relayed_) {
-      if (p.key != src) continue;
-      if (p.path && !p.path->accepts_relayed_wireguard()) {
-        // The device would take the loopback socket for the peer's new address and leave
-        // the direct path; the peer is switching too, so this is a straggler.
-        ++p.relayed_while_direct;
-        return;
-      }
-      const dataplane::Endpoint to = loopback_endpoint(listen_port_.load());
-      if (::sendto(p.fd, payload.data() + 1, payload.size() - 1, 0, &to.addr.sa, to.socklen()) < 0)
-        ++p.dropped;
-      else
-        ++p.from_relay;
+    if (p.path && !p.path->accepts_relayed_wireguard()) {
+      // The device would take the loopback socket for the peer's new address and leave
+      // the direct path; the peer is switching too, so this is a straggler.
+      ++p.relayed_while_direct;
       return;
     }
-    // Not a peer we relay for: the relay forwards whatever any client addresses to us.
-    return;
-  }
-  if (payload[0] == kRelayTagSealed) {
-    for (RelayedPeer& p : relayed_)
-      if (p.key == src) return on_peer_message(p, payload.subspan(1));
+    const dataplane::Endpoint to = loopback_endpoint(listen_port_.load());
+    if (::sendto(p.fd, payload.data() + 1, payload.size() - 1, 0, &to.addr.sa, to.socklen()) < 0)
+      ++p.dropped;
+    else
+      ++p.from_relay;
+  } else if (payload[0] == kRelayTagSealed) {
+    on_peer_message(p, payload.subspan(1));
   }
 }
 
@@ -704,9 +680,7 @@ void MeshControl::on_peer_message(RelayedPeer& p, std::span<const uint8_t> box) 
   if (const auto* c = std::get_if<PeerCandidates>(&*m)) {
     // Boxes arrive in order and never twice (the channel's counter), so the newest list wins.
     p.remote = c->candidates;
-    p.remote_known = true;
-    p.remote_at = Clock::now();
-    if (p.path) p.path->set_remote(p.remote, p.remote_at);
+    if (p.path) p.path->set_remote(p.remote, Clock::now());
     std::string list;
     for (const auto& rc : p.remote)
       list += std::string(list.empty() ? "" : ", ") + peer_candidate_kind_name(rc.kind) + " " +
@@ -719,10 +693,7 @@ void MeshControl::on_peer_message(RelayedPeer& p, std::span<const uint8_t> box) 
         p.path && p.path->accepts_relayed_wireguard() && relay_)
       (void)relay_->send(p.key, p.last_initiation);
   } else {
-    if (std::holds_alternative<PeerBye>(*m)) {
-      p.remote.clear();
-      p.remote_known = false;
-    }
+    if (std::holds_alternative<PeerBye>(*m)) p.remote.clear();
     if (!p.path) return;
     PathActions out;
     p.path->on_relay_message(*m, Clock::now(), out);
@@ -779,9 +750,8 @@ void MeshControl::send_check(RelayedPeer& p, const dataplane::Endpoint& to, cons
   const auto box = p.check_channel->seal(plain);
   if (box.empty()) return;
   std::vector<uint8_t> d(kCheckHeaderSize + box.size());
-  const CheckKeyId me = check_key_id(me_);
   std::memcpy(d.data(), kCheckMagic, sizeof(kCheckMagic));
-  std::memcpy(d.data() + sizeof(kCheckMagic), me.data(), me.size());
+  std::memcpy(d.data() + sizeof(kCheckMagic), my_check_id_.data(), my_check_id_.size());
   std::memcpy(d.data() + kCheckHeaderSize, box.data(), box.size());
   const dataplane::Endpoint dst = for_socket(to, check_family_);
   if (::sendto(check_fd_, d.data(), d.size(), 0, &dst.addr.sa, dst.socklen()) < 0)
@@ -859,18 +829,16 @@ void MeshControl::apply(RelayedPeer& p, PathActions& out) {
 }
 
 void MeshControl::step_paths(Clock::time_point now) {
-  bool want_counters = false;
-  for (const RelayedPeer& p : relayed_)
-    want_counters = want_counters || (p.path && p.path->counters_interval());
+  const bool want_counters =
+      std::any_of(relayed_.begin(), relayed_.end(), [](const RelayedPeer& p) { return p.path; });
   if (want_counters && now >= next_counters_) {
     auto interval = std::chrono::milliseconds(1000);
     for (const RelayedPeer& p : relayed_)
-      if (p.path && p.path->counters_interval())
-        interval = std::min(interval, *p.path->counters_interval());
+      if (p.path) interval = std::min(interval, p.path->counters_interval());
     next_counters_ = now + interval;
     if (const auto snap = driver_.get()) {
       for (RelayedPeer& p : relayed_) {
-        if (!p.path || !p.path->counters_interval()) continue;
+        if (!p.path) continue;
         for (const PeerSnapshot& ps : snap->peers) {
           if (ps.public_key != p.key) continue;
           const bool relay = !ps.endpoint || is_loopback(ps.endpoint->ip());
@@ -936,7 +904,7 @@ MeshControl::Clock::time_point MeshControl::next_deadline(Clock::time_point now)
   for (const RelayedPeer& p : relayed_) {
     if (!p.path) continue;
     t = std::min(t, p.path->next_deadline(now));
-    if (p.path->counters_interval()) t = std::min(t, next_counters_);
+    t = std::min(t, next_counters_);
   }
   for (const Probe& p : probes_) {
     if (!p.active) {

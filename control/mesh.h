@@ -130,8 +130,6 @@ class MeshControl {
     // theirs come in; the relay sees only boxes.
     std::optional<SealedChannel> channel;
     std::vector<PeerCandidate> remote;  // the peer's latest list
-    bool remote_known = false;
-    Clock::time_point remote_at{};
     bool owe_list = false;  // it said hello: send our list
     std::vector<uint8_t> last_initiation;  // tagged, as sent over the relay
     Clock::time_point last_initiation_at{};
@@ -183,6 +181,7 @@ class MeshControl {
   uint16_t check_port_ = 0;
   int check_family_ = AF_INET6;  // of check_fd_
   crypto::PublicKey me_{};
+  CheckKeyId my_check_id_{};  // of me_, in every check datagram we send
   int probe_fd_ = -1;   // WG-STUN: through the tunnel
   int check_fd_ = -1;   // plain STUN and, later, connectivity checks
   int status_fd_ = -1;

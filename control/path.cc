@@ -186,11 +186,11 @@ void PeerPath::on_ping(const dataplane::Endpoint& from, const PeerPing& ping, Pa
 
 void PeerPath::on_pong(const dataplane::Endpoint& from, const PeerPong& pong,
                        Clock::time_point now) {
-  ++pongs_;
   const uint64_t now_ns = ns_of(now);
+  if (pong.sent_ns > now_ns) return;  // from the future: not a time we sent
   if (pong.id == 0) {
     // The answer to a tunnel ping: the RTT of the WireGuard path itself, crypto included.
-    if (state_ == PathState::kDirect && pong.sent_ns <= now_ns) {
+    if (state_ == PathState::kDirect) {
       const Clock::duration rtt = std::chrono::nanoseconds(now_ns - pong.sent_ns);
       tunnel_rtt_ = tunnel_rtt_ ? (*tunnel_rtt_ * 3 + rtt) / 4 : rtt;
     }
@@ -199,10 +199,9 @@ void PeerPath::on_pong(const dataplane::Endpoint& from, const PeerPong& pong,
   for (Pair& p : pairs_) {
     // The answer must come from the address we asked: one from elsewhere says the peer's
     // NAT maps per destination, and the pair's data candidate would be wrong.
-    if (!p.remote.address.same_remote(from) || pong.sent_ns > now_ns) continue;
+    if (!p.remote.address.same_remote(from)) continue;
     // Pongs of the last few rounds count (a slow path answers after the next ping left).
-    if (pong.id == 0 || std::find(p.recent.begin(), p.recent.end(), pong.id) == p.recent.end())
-      continue;
+    if (std::find(p.recent.begin(), p.recent.end(), pong.id) == p.recent.end()) continue;
     const auto rtt = std::chrono::nanoseconds(now_ns - pong.sent_ns);
     p.rtt = p.rtt ? (*p.rtt * 3 + Clock::duration(rtt)) / 4 : Clock::duration(rtt);
     p.last_ok = now;
@@ -215,15 +214,13 @@ void PeerPath::begin_switch(const Switch& s, Clock::time_point now, PathActions&
   current_->at = now;
   proposed_.reset();
   state_ = PathState::kSwitching;
-  direct_ = s.yours;
   rx_base_.reset();
   next_tunnel_ping_ = now;
   ++upgrades_;
   out.set_endpoint = std::optional<dataplane::Endpoint>(s.yours);
 }
 
-void PeerPath::give_up(bool tell_peer, const char* /*why*/, Clock::time_point now,
-                       PathActions& out) {
+void PeerPath::give_up(bool tell_peer, Clock::time_point now, PathActions& out) {
   if (!current_) return;
   if (tell_peer) out.relay.push_back(PeerSwitchConfirm{current_->id, false});
   if (state_ == PathState::kDirect) {
@@ -238,7 +235,6 @@ void PeerPath::give_up(bool tell_peer, const char* /*why*/, Clock::time_point no
   ban(current_->mine, current_->yours, now);
   state_ = PathState::kRelayed;
   current_.reset();
-  direct_.reset();
   tunnel_rtt_.reset();
   out.set_endpoint = std::optional<dataplane::Endpoint>();
   // Old answers proved the pair worked then; only new ones count now.
@@ -264,9 +260,9 @@ void PeerPath::on_relay_message(const PeerMessage& m, Clock::time_point now, Pat
       ban(s.mine, s.yours, now);
   } else if (const auto* c = std::get_if<PeerSwitchConfirm>(&m)) {
     if (current_ && c->id == current_->id && !c->ok)
-      give_up(false, "the peer gave up on the path", now, out);
+      give_up(false, now, out);  // the peer gave up on the path
   } else if (std::holds_alternative<PeerBye>(m)) {
-    give_up(false, "the peer left", now, out);
+    give_up(false, now, out);  // the peer left
   }
 }
 
@@ -278,7 +274,7 @@ void PeerPath::on_counters(uint64_t rx_bytes, bool endpoint_is_relay, bool sessi
     // just before the switch reached it after, and it roamed. Point it at the path again
     // (the peer, if it really left the path, says so over the relay; silence is caught by
     // the timers).
-    out.set_endpoint = direct_;
+    out.set_endpoint = direct_endpoint();
     ++repoints_;
     return;
   }
@@ -342,7 +338,7 @@ void PeerPath::tick(Clock::time_point now, PathActions& out) {
     }
     case PathState::kSwitching:
       if (now - current_->at >= t_.confirm_timeout) {
-        give_up(true, "no data on the new path", now, out);
+        give_up(true, now, out);  // no data on the new path
         break;
       }
       if (now >= next_tunnel_ping_) {
@@ -352,7 +348,7 @@ void PeerPath::tick(Clock::time_point now, PathActions& out) {
       break;
     case PathState::kDirect:
       if (now - rx_changed_ >= t_.dead_after) {
-        give_up(true, "no data on the direct path", now, out);
+        give_up(true, now, out);  // no data on the direct path
         break;
       }
       if (now >= next_tunnel_ping_) {
@@ -369,7 +365,8 @@ PeerPath::Clock::time_point PeerPath::next_deadline(Clock::time_point now) const
     case PathState::kRelayed:
       if (!pairs_.empty()) t = std::min(t, round_pos_ < pairs_.size() ? next_ping_ : next_round_);
       if (proposed_) t = std::min(t, proposed_->at + t_.ack_timeout);
-      if (controlling_ && !proposed_)
+      // As in tick(): the proposal (and the handshake poke) wait for the end of the round.
+      if (controlling_ && !proposed_ && round_pos_ >= pairs_.size())
         if (const Pair* b = best(now))
           t = std::min(t, session_ ? last_ping_ + *b->rtt + t_.rtt_tie : next_tunnel_ping_);
       break;
@@ -383,7 +380,7 @@ PeerPath::Clock::time_point PeerPath::next_deadline(Clock::time_point now) const
   return std::max(t, now);
 }
 
-std::optional<std::chrono::milliseconds> PeerPath::counters_interval() const {
+std::chrono::milliseconds PeerPath::counters_interval() const {
   switch (state_) {
     case PathState::kSwitching: return std::chrono::milliseconds(50);
     case PathState::kDirect: return std::chrono::milliseconds(500);
@@ -391,7 +388,7 @@ std::optional<std::chrono::milliseconds> PeerPath::counters_interval() const {
       // Only the session matters here; until there is one, it is awaited eagerly.
       return std::chrono::milliseconds(session_ ? 1000 : 100);
   }
-  return std::nullopt;
+  return std::chrono::milliseconds(1000);
 }
 
 std::optional<double> PeerPath::rtt_ms(Clock::time_point now) const {

@@ -102,9 +102,12 @@ class PeerPath {
   // While not relayed, WireGuard packets the relay still delivers would pull the device's
   // endpoint back to the loopback socket: the owner drops them.
   bool accepts_relayed_wireguard() const { return state_ == PathState::kRelayed; }
-  // The device counters matter only off the relay; the owner polls them this often.
-  std::optional<std::chrono::milliseconds> counters_interval() const;
-  std::optional<dataplane::Endpoint> direct_endpoint() const { return direct_; }
+  // How often the owner polls the device counters: eagerly while switching or while a relayed
+  // session is awaited, slowly otherwise.
+  std::chrono::milliseconds counters_interval() const;
+  std::optional<dataplane::Endpoint> direct_endpoint() const {
+    return current_ ? std::optional(current_->yours) : std::nullopt;
+  }
   // RTT in milliseconds: while direct, of the tunnel pings' round trips (else of the check
   // pair in use); while relayed, of the best working check pair.
   std::optional<double> rtt_ms(Clock::time_point now) const;
@@ -112,7 +115,6 @@ class PeerPath {
   uint64_t upgrades() const { return upgrades_; }
   uint64_t fallbacks() const { return fallbacks_; }
   uint64_t checks_sent() const { return checks_sent_; }
-  uint64_t pongs_received() const { return pongs_; }
   uint64_t repoints() const { return repoints_; }
 
  private:
@@ -136,7 +138,7 @@ class PeerPath {
   void ban(const dataplane::Endpoint& mine, const dataplane::Endpoint& yours,
            Clock::time_point now);
   void begin_switch(const Switch& s, Clock::time_point now, PathActions& out);
-  void give_up(bool tell_peer, const char* why, Clock::time_point now, PathActions& out);
+  void give_up(bool tell_peer, Clock::time_point now, PathActions& out);
   void restart_checks(Clock::time_point now);
 
   bool controlling_;
@@ -156,7 +158,6 @@ class PeerPath {
 
   std::optional<Switch> proposed_;  // controlling: waiting for the ack
   std::optional<Switch> current_;   // switching or direct: the pair in use
-  std::optional<dataplane::Endpoint> direct_;
   std::optional<uint64_t> rx_base_;  // first rx counter seen since the switch
   uint64_t rx_last_ = 0;
   bool session_ = false;
@@ -165,7 +166,7 @@ class PeerPath {
   Clock::time_point direct_since_{};
   Clock::time_point next_tunnel_ping_{};
   std::vector<PathBan> bans_;
-  uint64_t upgrades_ = 0, fallbacks_ = 0, checks_sent_ = 0, pongs_ = 0, repoints_ = 0;
+  uint64_t upgrades_ = 0, fallbacks_ = 0, checks_sent_ = 0, repoints_ = 0;
 };
 
 }  // namespace meshwg::control

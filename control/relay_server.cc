@@ -21,7 +21,6 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sodium.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -30,6 +29,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+
+#include "control/status.h"
 
 namespace meshwg::control {
 
@@ -45,12 +46,6 @@ constexpr size_t kKeepQueueCapacity = 64 * 1024;  // an emptied queue bigger tha
 constexpr int kMaxWriteTries = 64;                 // send() calls per flush (EINTR, partial)
 
 uint64_t tag_of(int fd, uint32_t gen) { return uint64_t(gen) << 32 | uint32_t(fd); }
-
-std::string key_str(const crypto::PublicKey& k) {
-  char out[sodium_base64_ENCODED_LEN(32, sodium_base64_VARIANT_ORIGINAL)];
-  sodium_bin2base64(out, sizeof(out), k.data(), k.size(), sodium_base64_VARIANT_ORIGINAL);
-  return out;
-}
 
 // Logs at most one line per limiter interval; the next line says how many were not logged.
 template <typename... Args>
@@ -165,15 +160,14 @@ bool RelayServer::open(const Endpoint& bind, std::string& err) {
   // A restarted server binds again while its old connections sit in TIME_WAIT.
   const int one = 1;
   (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  make_dual_stack(fd, bind.addr.sa.sa_family);
+  Endpoint local;
   if (::bind(fd, &bind.addr.sa, bind.socklen()) != 0 || ::listen(fd, SOMAXCONN) != 0) {
     err = "cannot listen on TCP " + bind.str() + ": " + std::strerror(errno);
     ::close(fd);
     return false;
   }
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    err = "getsockname: " + std::string(std::strerror(errno));
+  if (!bound_address(fd, local, err)) {
     ::close(fd);
     return false;
   }
@@ -187,7 +181,7 @@ bool RelayServer::open(const Endpoint& bind, std::string& err) {
     ::close(fd);
     return false;
   }
-  local_ = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
+  local_ = local;
   listen_fd_ = fd;
   epoll_fd_ = ep;
   return true;
@@ -381,7 +375,7 @@ bool RelayServer::on_auth(Client& c, const RelayFrame& f, Instant now) {
                            proof_server)) {
     log_limited(log_limit_, log_suppressed_, now,
                 "closed {}: authentication failed for key {} (wrong proof or low-order key)",
-                c.peer.str(), key_str(a->client_public));
+                c.peer.str(), key_to_base64(a->client_public));
     close_client(c, RelayServerCounter::kAuthFailed);
     return false;
   }
@@ -400,10 +394,10 @@ bool RelayServer::on_auth(Client& c, const RelayFrame& f, Instant now) {
     Client& old = *it->second;
     it->second = &c;
     spdlog::debug("relay: {} reconnected from {}; closing its connection from {}",
-                  key_str(c.key), c.peer.str(), old.peer.str());
+                  key_to_base64(c.key), c.peer.str(), old.peer.str());
     close_client(old, RelayServerCounter::kReplaced);
   } else {
-    spdlog::debug("relay: {} authenticated from {}", key_str(c.key), c.peer.str());
+    spdlog::debug("relay: {} authenticated from {}", key_to_base64(c.key), c.peer.str());
   }
   // Fits: the queue held at most the ServerHello.
   (void)enqueue(c, {relay_header(RelayFrameType::kAuthOk, kRelayAuthOkBody), proof_server});
@@ -543,7 +537,7 @@ void RelayServer::reject_malformed(Client& c, RelayMalformed m, Instant now) {
   auto& a = malformed_[size_t(m)];
   a.store(a.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   log_limited(log_limit_, log_suppressed_, now, "closed {}{}: malformed frame ({})", c.peer.str(),
-              c.authed ? " (key " + key_str(c.key) + ")" : std::string(), relay_malformed_name(m));
+              c.authed ? " (key " + key_to_base64(c.key) + ")" : std::string(), relay_malformed_name(m));
   close_client(c, RelayServerCounter::kMalformed);
 }
 
@@ -564,7 +558,7 @@ void RelayServer::on_tick(Instant now) {
   }
   while (!active_.empty() && now - active_.back()->since >= opt_.idle_timeout) {
     Client& c = *active_.back();
-    spdlog::debug("relay: {} from {} idle for {} ms, closed", key_str(c.key), c.peer.str(),
+    spdlog::debug("relay: {} from {} idle for {} ms, closed", key_to_base64(c.key), c.peer.str(),
                   opt_.idle_timeout.count());
     close_client(c, RelayServerCounter::kIdleTimeout);
   }

@@ -52,7 +52,7 @@
 #include <vector>
 
 #include "control/relay_proto.h"
-#include "control/stun_server.h"  // LogLimiter
+#include "control/stun_server.h"  // LogLimiter, make_dual_stack, bound_address
 #include "control/key_hash.h"
 #include "crypto/primitives.h"
 #include "dataplane/ip.h"

@@ -18,6 +18,22 @@ using dataplane::IpAddress;
 
 // ---- UdpServerSocket ----
 
+void make_dual_stack(int fd, int family) {
+  const int off = 0;
+  if (family == AF_INET6) (void)::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+}
+
+bool bound_address(int fd, Endpoint& out, std::string& err) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    err = "getsockname: " + std::string(std::strerror(errno));
+    return false;
+  }
+  out = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
+  return true;
+}
+
 UdpServerSocket::~UdpServerSocket() { close(); }
 
 void UdpServerSocket::close() {
@@ -48,19 +64,16 @@ bool UdpServerSocket::open(const Endpoint& bind, std::string& err) {
     ::close(fd);
     return false;
   }
+  make_dual_stack(fd, family_);
   if (::bind(fd, &bind.addr.sa, bind.socklen()) != 0) {
     err = "cannot bind UDP " + bind.str() + ": " + std::strerror(errno);
     ::close(fd);
     return false;
   }
-  sockaddr_storage ss{};
-  socklen_t len = sizeof(ss);
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    err = "getsockname: " + std::string(std::strerror(errno));
+  if (!bound_address(fd, local_, err)) {
     ::close(fd);
     return false;
   }
-  local_ = Endpoint::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
   fd_ = fd;
   return true;
 }

@@ -36,6 +36,12 @@ namespace meshwg::control {
 
 // ---- UDP socket of a control-plane service ----
 
+// Socket set-up the control-plane servers share (this UDP socket, the relay's TCP listener).
+// An IPv6 socket takes IPv4 too, whatever net.ipv6.bindv6only says: "[::]" means every address.
+void make_dual_stack(int fd, int family);
+// The address a bound socket has (the kernel's port for port 0); false with err set.
+[[nodiscard]] bool bound_address(int fd, dataplane::Endpoint& out, std::string& err);
+
 // A non-blocking UDP socket bound to one address. Replies leave from the address a request
 // arrived at (IP_PKTINFO / IPV6_PKTINFO), so a server bound to a wildcard address on a
 // multi-homed host still answers from the address the client (and its NAT) talked to. A

@@ -13,7 +13,6 @@
 //                        reply) ─► sealed on the current session, sent to the endpoint
 #include "control/wgstun_server.h"
 
-#include <sodium.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>

@@ -130,10 +130,12 @@ void log_counters(const StunServer* stun, const WgStunServer* wgstun, const Rela
   }
 }
 
+// Besides one per relay client: stdio, the servers' sockets, epoll, signalfd, logs, headroom.
+constexpr rlim_t kOtherFds = 64;
+
 // The relay holds one fd per client: raise the soft limit (and the hard one, when allowed) to
-// fit max_clients plus the few other fds. Returns the limit now in force.
+// fit max_clients plus kOtherFds. Returns the limit now in force.
 rlim_t raise_fd_limit(size_t max_clients) {
-  constexpr rlim_t kOtherFds = 64;
   const rlim_t want = rlim_t(max_clients) + kOtherFds;
   rlimit rl{};
   if (::getrlimit(RLIMIT_NOFILE, &rl) != 0) return 0;
@@ -237,7 +239,7 @@ int run(const std::string& config_path, bool foreground, size_t max_clients,
   if (relay) {
     spdlog::info("relay: listening on TCP {} (at most {} clients, {} KiB queued per client)",
                  relay->local().str(), relay_opt.max_clients, relay_opt.max_queue_bytes / 1024);
-    if (fd_limit < rlim_t(relay_opt.max_clients) + 16)
+    if (fd_limit < rlim_t(relay_opt.max_clients) + kOtherFds)
       spdlog::warn("relay: the fd limit is {}: fewer than {} clients can connect", fd_limit,
                    relay_opt.max_clients);
   }
