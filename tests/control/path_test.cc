@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <optional>
@@ -209,6 +210,11 @@ TEST(PeerPath, NoSwitchBeforeTheRelayedSessionExists) {
 TEST(PeerPath, LanPairWinsATie) {
   Sim s(kA, kB_same_lan);
   s.check_path = [](const Endpoint&) -> std::optional<Clock::duration> { return 200us; };
+  // The public pair first, so that list order alone would pick it: only the tie-break can
+  // make the LAN pair win.
+  auto remote = candidates_of(kB_same_lan);
+  std::reverse(remote.begin(), remote.end());
+  s.a.path.set_remote(remote, s.now);
   ASSERT_TRUE(s.run_until(PathState::kDirect, 2s));
   EXPECT_EQ(s.a.endpoint->str(), kB_same_lan.lan_wg);
   EXPECT_EQ(s.b.endpoint->str(), kA.lan_wg);
@@ -422,8 +428,12 @@ TEST(PeerPath, PongFromAnotherAddressDoesNotCount) {
   PathActions none;
   a.tick(now + 100ms, none);
   EXPECT_TRUE(none.relay.empty()) << "no proposal without a working pair";
-  // Forged ids do not count either.
-  a.on_pong(ep(kB.pub_check), PeerPong{12345, 0}, now + 100ms);
+  // Forged ids do not count either (with a plausible send time: 20 ms ago).
+  const uint64_t sent_ns = uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        (now + 80ms).time_since_epoch())
+                                        .count());
+  a.on_pong(ep(kB.pub_check), PeerPong{12345, sent_ns}, now + 100ms);
+  EXPECT_FALSE(a.rtt_ms(now + 100ms));
   a.tick(now + 110ms, none);
   EXPECT_TRUE(none.relay.empty());
   // The real answer from the pinged address does.

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "control/relay_server.h"
+#include "tests/control/test_keys.h"
 
 namespace meshwg::control {
 namespace {
@@ -21,14 +22,7 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
-struct Keys {
-  crypto::Key priv;
-  crypto::PublicKey pub{};
-  Keys() {
-    crypto::x25519_generate(priv.span());
-    EXPECT_TRUE(crypto::x25519_public(pub, priv.span()));
-  }
-};
+using Keys = testing::TestKeys;
 
 // A relay server on its own thread, on 127.0.0.1:port (0: any).
 struct ServerThread {
@@ -142,7 +136,6 @@ TEST(RelayClient, ReconnectsAfterTheRelayRestarts) {
   ServerThread srv;
   ASSERT_TRUE(srv.start(0));
   const auto at = srv.server->local();
-  const crypto::Key server_priv = srv.keys.priv;
   Keys ka, kb;
   RelayClient a(ka.priv, ka.pub, srv.keys.pub, at, fast()), b(kb.priv, kb.pub, srv.keys.pub, at, fast());
   size_t got = 0;
@@ -154,8 +147,7 @@ TEST(RelayClient, ReconnectsAfterTheRelayRestarts) {
   srv.stop();
   ASSERT_TRUE(pump({&a, &b}, [&] { return !a.up() && !b.up(); }));
   EXPECT_EQ(downs, 1);
-  // The same key on the same port, as a restarted meshwg-server.
-  srv.keys.priv = server_priv;
+  // The same key (start() reuses srv.keys) on the same port, as a restarted meshwg-server.
   ASSERT_TRUE(srv.start(at.port()));
   ASSERT_TRUE(pump({&a, &b}, [&] { return a.up() && b.up(); }));
   ASSERT_TRUE(a.send(kb.pub, std::vector<uint8_t>{7}));

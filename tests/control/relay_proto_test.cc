@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "crypto/primitives.h"
+#include "tests/control/test_keys.h"
 #include "tests/vectors.h"
 
 namespace meshwg::control {
@@ -345,16 +346,8 @@ TEST(RelayProto, RandomChunkingMatchesWholeStream) {
 
 // ---- authentication ----
 
-struct Keys {
-  crypto::Key priv;
-  crypto::PublicKey pub{};
-};
-Keys make_keys() {
-  Keys k;
-  crypto::x25519_generate(k.priv.span());
-  EXPECT_TRUE(crypto::x25519_public(k.pub, k.priv.span()));
-  return k;
-}
+using Keys = testing::TestKeys;
+Keys make_keys() { return Keys(); }
 
 TEST(RelayProto, AuthKnownAnswerFromAnIndependentImplementation) {
   // Python: X25519PrivateKey.from_private_bytes, hashlib.blake2s(msg, key=K); private keys
@@ -430,12 +423,9 @@ TEST(RelayProto, LowOrderKeysNeverAuthenticate) {
   ASSERT_TRUE(crypto::init());
   const Keys s = make_keys(), c = make_keys();
   RelayChallenge ch{};
-  // u = 0 and u = 1 (order 4), and a point of order 8 (RFC 7748 §5 / the libsodium blocklist):
-  // a clamped scalar maps each to the all-zero point.
-  const std::vector<crypto::PublicKey> low = {
-      crypto::PublicKey{}, hex_array32("0100000000000000000000000000000000000000000000000000000000000000"),
-      hex_array32("e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800")};
-  for (const auto& bad : low) {
+  // The kernel selftests' low-order keys (u = 0, u = 1, points of order 8 and non-canonical
+  // forms): a clamped scalar maps each to the all-zero point.
+  for (const auto& bad : testing::low_order_public_keys()) {
     RelayProof p{};
     crypto::Key k;
     EXPECT_FALSE(relay_auth_key(s.priv, bad, k));

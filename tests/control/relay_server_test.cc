@@ -30,6 +30,7 @@
 
 #include "control/relay_proto.h"
 #include "crypto/primitives.h"
+#include "tests/control/test_keys.h"
 
 namespace meshwg::control {
 namespace {
@@ -41,14 +42,7 @@ using C = RelayServerCounter;
 
 constexpr auto kWait = 5s;
 
-struct Keys {
-  crypto::Key priv;
-  crypto::PublicKey pub{};
-  Keys() {
-    crypto::x25519_generate(priv.span());
-    EXPECT_TRUE(crypto::x25519_public(pub, priv.span()));
-  }
-};
+using Keys = testing::TestKeys;
 
 // Polls pred every 2 ms until it holds or `limit` passes.
 bool eventually(const std::function<bool()>& pred, std::chrono::milliseconds limit = kWait) {

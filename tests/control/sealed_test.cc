@@ -19,6 +19,7 @@
 
 #include "control/peer_message.h"
 #include "crypto/primitives.h"
+#include "tests/control/test_keys.h"
 
 namespace meshwg::control {
 namespace {
@@ -26,18 +27,8 @@ namespace {
 using Bytes = std::vector<uint8_t>;
 using dataplane::Endpoint;
 
-struct KeyPair {
-  crypto::Key priv;
-  crypto::PublicKey pub{};
-};
-
-KeyPair make_pair() {
-  EXPECT_TRUE(crypto::init());
-  KeyPair k;
-  crypto::x25519_generate(k.priv.span());
-  EXPECT_TRUE(crypto::x25519_public(k.pub, k.priv.span()));
-  return k;
-}
+using KeyPair = testing::TestKeys;
+KeyPair make_pair() { return KeyPair(); }
 
 // A clock the test moves by hand; shared so a channel can keep a copy.
 struct FakeClock {
@@ -104,28 +95,12 @@ TEST(SealedKey, DiffersPerPair) {
 }
 
 // Low-order points of Curve25519 (and their non-canonical forms): X25519 gives all zeros.
-const char* const kLowOrder[] = {
-    "0000000000000000000000000000000000000000000000000000000000000000",
-    "0100000000000000000000000000000000000000000000000000000000000000",
-    "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
-    "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
-    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-    "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
-};
-
-crypto::PublicKey pub_from_hex(const char* hex) {
-  crypto::PublicKey p{};
-  for (size_t i = 0; i < 32; ++i) p[i] = uint8_t(std::stoul(std::string(hex + 2 * i, 2), nullptr, 16));
-  return p;
-}
-
 TEST(SealedChannel, LowOrderPeerKeyGivesNoChannel) {
   const KeyPair a = make_pair();
-  for (const char* hex : kLowOrder) {
-    const crypto::PublicKey low = pub_from_hex(hex);
-    EXPECT_FALSE(sealed_derive_key(a.priv, a.pub, low)) << hex;
-    EXPECT_FALSE(SealedChannel::create(a.priv, a.pub, low)) << hex;
+  const auto keys = testing::low_order_public_keys();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_FALSE(sealed_derive_key(a.priv, a.pub, keys[i])) << "key " << i;
+    EXPECT_FALSE(SealedChannel::create(a.priv, a.pub, keys[i])) << "key " << i;
   }
 }
 
