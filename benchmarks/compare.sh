@@ -29,6 +29,8 @@
 #   daemon logs. Daemons, iperf3 and ping share the machine's cores, so the figures compare
 #   the implementations on this machine, nothing more.
 set -euo pipefail
+# Benchmarks must not pay for logging; set before lib.sh, whose default is info.
+LOG_LEVEL=${LOG_LEVEL:-error}
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/netns/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
@@ -38,8 +40,6 @@ OUT=${OUT:-/tmp/meshwg-bench-$(date +%Y%m%d-%H%M%S)}
 TESTS=${TESTS:-rtt tcp1 tcp4 udp64}
 IMPL_A=${IMPL_A:-wireguard-go}
 IMPL_B=${IMPL_B:-meshwg}
-# Benchmarks must not pay for debug logging.
-LOG_LEVEL=${LOG_LEVEL:-error}
 [[ -n ${MESHWG_NO_OFFLOAD:-} ]] && export MESHWG_NO_OFFLOAD
 IPERF_PORT=5201
 

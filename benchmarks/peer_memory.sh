@@ -10,12 +10,13 @@
 #   default build/tools/meshwg), IMPL (meshwg; IMPL=wireguard-go measures that instead),
 #   KEEP_WORKDIR=1 keeps the daemon log.
 set -euo pipefail
+# Benchmarks must not pay for logging; set before lib.sh, whose default is info.
+LOG_LEVEL=${LOG_LEVEL:-error}
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/netns/lib.sh"
 
 N=${N:-100000}
 BATCH=${BATCH:-25000}
 IMPL=${IMPL:-meshwg}
-LOG_LEVEL=${LOG_LEVEL:-error}
 ((N >= 1 && N <= 16000000)) || die "N must be 1..16000000"
 ((BATCH >= 1)) || die "BATCH must be >= 1"
 

@@ -15,14 +15,14 @@
 #   IMPL_B=wireguard-go checks the harness itself. Both daemons and iperf3 share the machine's
 #   cores, so the figures compare implementations on this machine, nothing more.
 set -euo pipefail
+# Benchmarks must not pay for logging; set before lib.sh, whose default is info.
+LOG_LEVEL=${LOG_LEVEL:-error}
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/netns/lib.sh"
 
 ROUNDS=${ROUNDS:-2}
 SECS=${SECS:-10}
 IMPL_A=${IMPL_A:-wireguard-go}
 IMPL_B=${IMPL_B:-meshwg}
-# Benchmarks must not pay for debug logging.
-LOG_LEVEL=${LOG_LEVEL:-error}
 
 ns_create NS1 a
 ns_create NS2 b

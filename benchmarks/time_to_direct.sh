@@ -27,13 +27,13 @@
 #   (default build/tools/meshwg; meshwg-server next to it), KEEP_WORKDIR=1 keeps the logs.
 # Exit status: 0 PASS, 2 MISS, 1 no run went direct.
 set -euo pipefail
+# Benchmarks must not pay for logging; set before lib.sh, whose default is info.
+LOG_LEVEL=${LOG_LEVEL:-error}
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/netns/lib.sh"
 
 RUNS=${RUNS:-5}
 LIMIT=${LIMIT:-30}
 TARGET=2
-# Benchmarks must not pay for debug logging.
-LOG_LEVEL=${LOG_LEVEL:-error}
 ((RUNS >= 1 && RUNS <= 100)) || die "RUNS must be 1..100"
 
 mesh_lab natA=plain natB=plain || die "mesh lab setup"
@@ -42,6 +42,7 @@ mesh_lab natA=plain natB=plain || die "mesh lab setup"
 run_one() {
   local r
   RESULT=fail
+  UPGRADES="a ?, b ?"
   for r in "$NA" "$NB" "$INET"; do nsx "$r" conntrack -F >/dev/null 2>&1 || true; done
   if ! start_mesh_peers; then
     stop_mesh_peers || true

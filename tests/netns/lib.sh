@@ -493,6 +493,17 @@ stop_daemon() {
   wait "$pid" 2>/dev/null || true
 }
 
+# exits_0_on_term PID: SIGTERM to PID (a child of this shell); it must be gone within 5 s with
+# exit status 0. Unlike stop_daemon, the status counts.
+exits_0_on_term() {
+  local pid=$1 rc=0
+  kill -TERM "$pid"
+  wait_gone "$pid" 50 || { echo "still running 5 s after SIGTERM"; return 1; }
+  wait "$pid" || rc=$?
+  echo "exit status $rc"
+  ((rc == 0))
+}
+
 # genkey PREFIX: writes $WORKDIR/PREFIX.key and .pub.
 genkey() {
   umask 077
@@ -601,7 +612,8 @@ EOF
 # (5 s) until the relay listens on 443.
 start_mesh_server() {
   [[ -x $MESHWG_SERVER ]] || { echo "meshwg-server '$MESHWG_SERVER' not executable" >&2; return 1; }
-  ip netns exec "$1" timeout -k 5 "$DAEMON_MAX_S" "$MESHWG_SERVER" -f --config "$WORKDIR/srv.conf" \
+  ip netns exec "$1" env LOG_LEVEL="$LOG_LEVEL" timeout -k 5 "$DAEMON_MAX_S" "$MESHWG_SERVER" -f \
+    --config "$WORKDIR/srv.conf" \
     >>"$WORKDIR/meshwg-server.log" 2>&1 &
   SRV_PID=$!
   track_pid "$SRV_PID"
@@ -685,13 +697,6 @@ mesh_ready() {
   return 1
 }
 
-# start_mesh NS IFNAME CONF PIDVAR: spawn_mesh, then mesh_ready.
-start_mesh() {
-  spawn_mesh "$@"
-  local -n _sp=$4
-  mesh_ready "$2" "$_sp" "$3"
-}
-
 # start_mesh_peers: peer a in CA and b in CB started together on fresh interface names (IFA,
 # IFB; PIDs PA, PB), MESH_T0 = the moment before (now_s); waits until both serve their status.
 start_mesh_peers() {
@@ -718,7 +723,7 @@ status_json() { nsx "$1" "$MESHWG" status --json "$2"; }
 # relay_state NS IFNAME: "up", "down" or "None" (no relay configured).
 relay_state() { status_json "$1" "$2" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["relay"])'; }
 relay_up() { [[ $(relay_state "$1" "$2") == up ]]; }
-relay_down() { ! relay_up "$@"; }
+relay_down() { [[ $(relay_state "$1" "$2") == down ]]; }
 
 # peer_field NS IFNAME FIELD...: the FIELDs of the one mesh peer (every peer but the WG-STUN
 # server, whose key is srv's), space separated: strings as they are, anything else as compact
@@ -738,9 +743,6 @@ for p in json.loads(sys.stdin.read())["peers"]:
         sys.exit(0)
 sys.exit("no mesh peer in the status")' "$(pub srv)" "$@" <<<"$js"
 }
-
-# peer_path NS IFNAME: "PATH ENDPOINT" of the mesh peer.
-peer_path() { peer_field "$1" "$2" path endpoint; }
 
 # path_is NS IFNAME PATH [ENDPOINT_PREFIX]: the mesh peer's path is PATH (and its endpoint
 # starts with ENDPOINT_PREFIX). "direct" also needs the control plane's state to be "direct"

@@ -57,7 +57,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-MESHWG_SERVER=${MESHWG_SERVER:-$(dirname "$MESHWG")/meshwg-server}
 TURNSERVER=${TURNSERVER:-$(command -v turnserver || echo /usr/bin/turnserver)}
 STUN_PORT=3478
 TURN_PORT=3479

@@ -138,7 +138,7 @@ while True:
     h.update(b); n += len(b)
 print(n, h.hexdigest())' >"$WORKDIR/recv.out" 2>&1 &
   local rpid=$!
-  sleep 0.5
+  wait_for 50 0.1 listening "$CB" 5555 || return 1
   ip netns exec "$CA" timeout 30 "$PY" -c '
 import socket, sys
 d = open(sys.argv[1], "rb").read()

@@ -34,7 +34,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-MESHWG_SERVER=${MESHWG_SERVER:-$(dirname "$MESHWG")/meshwg-server}
 RELAY_PORT=443
 MAX_CLIENTS=300
 QUEUE_KIB=64
@@ -420,15 +419,7 @@ sed -n 's/^ok //p' "$WORKDIR/relay.out" | while read -r l; do note "relay: $l"; 
 check "meshwg-server still running" kill -0 $SERVER_PID
 
 # --- shutdown and what the server saw ---------------------------------------------------------
-server_stops() {
-  local rc=0
-  kill -TERM $SERVER_PID
-  wait_gone $SERVER_PID 50 || { echo "still running 5 s after SIGTERM"; return 1; }
-  wait $SERVER_PID || rc=$?
-  echo "exit status $rc"
-  ((rc == 0))
-}
-check "meshwg-server exits 0 on SIGTERM" server_stops
+check "meshwg-server exits 0 on SIGTERM" exits_0_on_term "$SERVER_PID"
 
 count_of() { sed -n "s/.*[ :]$1=\([0-9]*\).*/\1/p" "$SERVER_LOG" | tail -n 1; }
 counters_ok() {

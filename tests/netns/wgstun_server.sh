@@ -32,7 +32,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-MESHWG_SERVER=${MESHWG_SERVER:-$(dirname "$MESHWG")/meshwg-server}
 STUN_PORT=3478
 WGSTUN_PORT=51820
 CLIENT_PORT=51000
@@ -340,15 +339,7 @@ check "ping $RES4 after the flood" ping_first "$NSC" $RES4
 check "ping $RES6 after the flood" ping_ok "$NSC" $RES6
 
 # --- shutdown --------------------------------------------------------------------------------
-server_stops() {
-  local rc=0
-  kill -TERM $SERVER_PID
-  wait_gone $SERVER_PID 50 || { echo "still running 5 s after SIGTERM"; return 1; }
-  wait $SERVER_PID || rc=$?
-  echo "exit status $rc"
-  ((rc == 0))
-}
-check "meshwg-server exits 0 on SIGTERM" server_stops
+check "meshwg-server exits 0 on SIGTERM" exits_0_on_term "$SERVER_PID"
 counters_ok() {
   local clients evicted cookie malformed
   grep -E 'wgstun (counters|drops):|stun counters:' "$SERVER_LOG" | tail -n 3
