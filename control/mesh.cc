@@ -40,20 +40,6 @@ constexpr auto kProbeRetryAfterFailure = 5s;
 constexpr size_t kMaxDatagramsPerWake = 64;
 constexpr size_t kMaxStatusClientsPerWake = 16;
 
-dataplane::Endpoint make_endpoint(const dataplane::IpAddress& a, uint16_t port) {
-  dataplane::Endpoint e;
-  if (a.family == 4) {
-    e.addr.in4.sin_family = AF_INET;
-    std::memcpy(&e.addr.in4.sin_addr, a.bytes.data(), 4);
-    e.addr.in4.sin_port = htons(port);
-  } else if (a.family == 6) {
-    e.addr.in6.sin6_family = AF_INET6;
-    std::memcpy(&e.addr.in6.sin6_addr, a.bytes.data(), 16);
-    e.addr.in6.sin6_port = htons(port);
-  }
-  return e;
-}
-
 // A non-blocking UDP socket bound to `at` (port 0: the kernel picks one).
 int udp_socket(const dataplane::Endpoint& at, std::string& err) {
   const int fd = ::socket(at.addr.sa.sa_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -84,18 +70,18 @@ dataplane::Endpoint for_socket(const dataplane::Endpoint& e, int family) {
   m.family = 6;
   m.bytes[10] = m.bytes[11] = 0xff;
   std::memcpy(&m.bytes[12], &e.addr.in4.sin_addr, 4);
-  return make_endpoint(m, e.port());
+  return dataplane::Endpoint::from_ip(m, e.port());
 }
 
 dataplane::Endpoint loopback_endpoint(uint16_t port) {
   static constexpr uint8_t kLo[4] = {127, 0, 0, 1};
-  return make_endpoint(dataplane::IpAddress::v4(kLo), port);
+  return dataplane::Endpoint::from_ip(dataplane::IpAddress::v4(kLo), port);
 }
 
 dataplane::Endpoint any_endpoint(int family) {
   dataplane::IpAddress any;
   any.family = family == AF_INET6 ? 6 : 4;
-  return make_endpoint(any, 0);
+  return dataplane::Endpoint::from_ip(any, 0);
 }
 
 void close_fd(int& fd) {
@@ -280,8 +266,8 @@ bool MeshControl::start(std::string& err) {
     Probe p;
     p.kind = CandidateKind::kWgStun;
     p.fd = probe_fd_;
-    p.server = v4 ? make_endpoint(dataplane::IpAddress::v4(kWgStunAddress4.data()), kWgStunPort)
-                  : make_endpoint(dataplane::IpAddress::v6(kWgStunAddress6.data()), kWgStunPort);
+    p.server = v4 ? dataplane::Endpoint::from_ip(dataplane::IpAddress::v4(kWgStunAddress4.data()), kWgStunPort)
+                  : dataplane::Endpoint::from_ip(dataplane::IpAddress::v6(kWgStunAddress6.data()), kWgStunPort);
     probes_.push_back(p);
     for (const HostPort& hp : cfg_.wgstun->stun) {
       std::string rerr;
@@ -445,7 +431,7 @@ void MeshControl::gather_local() {
   std::vector<Candidate> fresh;
   for (const auto& a : addrs)
     if (tun::gatherable(a, ifindex_) && port != 0)
-      fresh.push_back({CandidateKind::kLocal, make_endpoint(a.address, port), now});
+      fresh.push_back({CandidateKind::kLocal, dataplane::Endpoint::from_ip(a.address, port), now});
   local_ = std::move(fresh);
 }
 
@@ -532,7 +518,7 @@ std::vector<PeerCandidate> MeshControl::announced() const {
   // socket's with the check port.
   for (const Candidate& c : all)
     if (c.kind == CandidateKind::kLocal && check_port_ != 0)
-      add(PeerCandidateKind::kLocal, make_endpoint(c.address.ip(), check_port_), false);
+      add(PeerCandidateKind::kLocal, dataplane::Endpoint::from_ip(c.address.ip(), check_port_), false);
   return out;
 }
 
@@ -807,7 +793,7 @@ void MeshControl::apply(RelayedPeer& p, PathActions& out) {
                                      Clock::now().time_since_epoch())
                                      .count());
     // Id 0 marks a tunnel ping: its pong measures the path, not a check pair.
-    if (port != 0) send_check(p, make_endpoint(*p.tunnel_ip, port), PeerPing{0, ns});
+    if (port != 0) send_check(p, dataplane::Endpoint::from_ip(*p.tunnel_ip, port), PeerPing{0, ns});
   }
   out = {};
   if (p.path && p.path->state() != p.shown) {

@@ -74,16 +74,8 @@ class Reader {
       fail(PeerMessageError::kBadPort);
       return e;
     }
-    if (family == 4) {
-      e.addr.in4.sin_family = AF_INET;
-      std::memcpy(&e.addr.in4.sin_addr, a, 4);
-      e.addr.in4.sin_port = htons(port);
-    } else {
-      e.addr.in6.sin6_family = AF_INET6;
-      std::memcpy(&e.addr.in6.sin6_addr, a, 16);
-      e.addr.in6.sin6_port = htons(port);
-    }
-    return e;
+    return dataplane::Endpoint::from_ip(
+        family == 4 ? dataplane::IpAddress::v4(a) : dataplane::IpAddress::v6(a), port);
   }
 
  private:

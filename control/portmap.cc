@@ -89,13 +89,6 @@ std::atomic<unsigned> g_upnp_threads{0};
 
 uint16_t be16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
 
-Endpoint v4_endpoint(const IpAddress& ip, uint16_t port) {
-  Endpoint e;
-  e.addr.in4.sin_family = AF_INET;
-  e.addr.in4.sin_port = htons(port);
-  std::memcpy(&e.addr.in4.sin_addr, ip.bytes.data(), 4);
-  return e;
-}
 
 // A gateway's claim about its external address that cannot be true of a usable one:
 // "this network" (0/8, also what some gateways say before they have an address), loopback,
@@ -284,7 +277,7 @@ std::optional<PortMapping> natpmp_map(uint16_t port, const PortMapOptions& opt,
   }
   PortMapping m;
   m.kind = PortMapKind::kNatPmp;
-  m.external = v4_endpoint(external, nm.mappedpublicport);
+  m.external = Endpoint::from_ip(external, nm.mappedpublicport);
   m.internal_port = port;
   m.lifetime_s = nm.lifetime;
   m.natpmp_gateway = h.gateway();
@@ -445,7 +438,7 @@ std::optional<PortMapping> upnp_map(uint16_t port, const PortMapOptions& opt,
   }
   PortMapping m;
   m.kind = PortMapKind::kUpnp;
-  m.external = v4_endpoint(*external, ext_port);
+  m.external = Endpoint::from_ip(*external, ext_port);
   m.internal_port = port;
   m.lifetime_s = lease == "0" ? 0 : opt.lifetime_s;
   m.upnp_control_url = igd.control_url();

@@ -103,17 +103,8 @@ std::optional<Endpoint> parse_address(std::span<const uint8_t> v, const uint8_t 
   const uint16_t port = be16(&v[2]) ^ be16(x);
   uint8_t a[16];
   for (size_t i = 0; i < alen; ++i) a[i] = v[4 + i] ^ x[i];
-  Endpoint e;
-  if (family == kFamilyV4) {
-    e.addr.in4.sin_family = AF_INET;
-    e.addr.in4.sin_port = htons(port);
-    std::memcpy(&e.addr.in4.sin_addr, a, 4);
-  } else {
-    e.addr.in6.sin6_family = AF_INET6;
-    e.addr.in6.sin6_port = htons(port);
-    std::memcpy(&e.addr.in6.sin6_addr, a, 16);
-  }
-  return e;
+  return Endpoint::from_ip(
+      family == kFamilyV4 ? dataplane::IpAddress::v4(a) : dataplane::IpAddress::v6(a), port);
 }
 
 // ERROR-CODE (§14.8): 21 reserved bits, class (3 bits, 3..6), number (0..99), reason.

@@ -94,6 +94,20 @@ IpAddress Endpoint::ip() const {
   return {};
 }
 
+Endpoint Endpoint::from_ip(const IpAddress& a, uint16_t port) {
+  Endpoint e;
+  if (a.family == 4) {
+    e.addr.in4.sin_family = AF_INET;
+    e.addr.in4.sin_port = htons(port);
+    std::memcpy(&e.addr.in4.sin_addr, a.bytes.data(), 4);
+  } else if (a.family == 6) {
+    e.addr.in6.sin6_family = AF_INET6;
+    e.addr.in6.sin6_port = htons(port);
+    std::memcpy(&e.addr.in6.sin6_addr, a.bytes.data(), 16);
+  }
+  return e;
+}
+
 uint16_t Endpoint::port() const {
   if (addr.sa.sa_family == AF_INET) return ntohs(addr.in4.sin_port);
   if (addr.sa.sa_family == AF_INET6) return ntohs(addr.in6.sin6_port);
@@ -154,27 +168,19 @@ std::optional<Endpoint> Endpoint::parse(std::string_view s) {
   }
   auto a = IpAddress::parse(host);
   if (!a) return std::nullopt;
-  if (a->family == 4) {
-    if (!scope.empty()) return std::nullopt;
-    e.addr.in4.sin_family = AF_INET;
-    e.addr.in4.sin_port = htons(uint16_t(p));
-    std::memcpy(&e.addr.in4.sin_addr, a->bytes.data(), 4);
-  } else {
-    e.addr.in6.sin6_family = AF_INET6;
-    e.addr.in6.sin6_port = htons(uint16_t(p));
-    std::memcpy(&e.addr.in6.sin6_addr, a->bytes.data(), 16);
-    if (!scope.empty()) {
-      unsigned id = 0;
-      auto [sp, sec] = std::from_chars(scope.data(), scope.data() + scope.size(), id);
-      if (sec == std::errc() && sp == scope.data() + scope.size()) {
-        e.addr.in6.sin6_scope_id = id;
-      } else {
-        char name[IF_NAMESIZE] = {};
-        std::memcpy(name, scope.data(), scope.size());
-        id = if_nametoindex(name);
-        if (id == 0) return std::nullopt;
-        e.addr.in6.sin6_scope_id = id;
-      }
+  if (a->family == 4 && !scope.empty()) return std::nullopt;
+  e = from_ip(*a, uint16_t(p));
+  if (!scope.empty()) {  // IPv6 only (checked above)
+    unsigned id = 0;
+    auto [sp, sec] = std::from_chars(scope.data(), scope.data() + scope.size(), id);
+    if (sec == std::errc() && sp == scope.data() + scope.size()) {
+      e.addr.in6.sin6_scope_id = id;
+    } else {
+      char name[IF_NAMESIZE] = {};
+      std::memcpy(name, scope.data(), scope.size());
+      id = if_nametoindex(name);
+      if (id == 0) return std::nullopt;
+      e.addr.in6.sin6_scope_id = id;
     }
   }
   return e;

@@ -70,6 +70,8 @@ struct Endpoint {
   // Parses the UAPI form: "1.2.3.4:51820" or "[fd00::1%eth0]:51820". Names are not resolved.
   static std::optional<Endpoint> parse(std::string_view s);
   static Endpoint from_sockaddr(const sockaddr* sa, socklen_t len);
+  // The inverse of ip() and port(); an unset address gives an invalid endpoint.
+  static Endpoint from_ip(const IpAddress& a, uint16_t port);
   std::string str() const;
 };
 
