@@ -46,20 +46,21 @@ SEED=${RELAY_SEED:-$$}
 genkey srv
 SRV_PUB=$(pub srv)
 
-# --- a Relay address that cannot be bound (no namespace needed) -------------------------------
+# --- topology and server ---------------------------------------------------------------------
+ns_create NSS s
+ns_create NSC c
+
+# A Relay address that cannot be bound: tried in the server's namespace (which has no such
+# address), so it could never listen on the host's even if the host had it.
 bind_error() {
   local rc=0 f="$WORKDIR/bad.conf"
   printf '[Server]\nPrivateKey = %s\nRelay = 192.0.2.77:443\n' "$(cat "$(keyfile srv)")" >"$f"
-  timeout "$CMD_TIMEOUT" "$MESHWG_SERVER" -f --config "$f" >"$WORKDIR/bad.out" 2>&1 || rc=$?
+  nsx "$NSS" "$MESHWG_SERVER" -f --config "$f" >"$WORKDIR/bad.out" 2>&1 || rc=$?
   echo "exit $rc: $(cat "$WORKDIR/bad.out")"
   rm -f "$f"
   ((rc == 1)) && grep -q "Relay: cannot listen on TCP 192.0.2.77:443" "$WORKDIR/bad.out"
 }
 check "a Relay address that cannot be bound: exit 1, message names Relay" bind_error
-
-# --- topology and server ---------------------------------------------------------------------
-ns_create NSS s
-ns_create NSC c
 veth_pair "$NSS" "$NSC" || die "veth pair"
 
 cat >"$WORKDIR/server.conf" <<EOF
