@@ -76,7 +76,9 @@ ip netns exec "$NSS" env LOG_LEVEL="$LOG_LEVEL" timeout -k 5 "$DAEMON_MAX_S" "$M
 SERVER_PID=$!
 track_pid $SERVER_PID
 wait_for 100 0.1 listening "$NSS" $RELAY_PORT || die "meshwg-server did not listen on TCP $RELAY_PORT"
-check "server logs that the relay listens" grep -q "relay: listening on TCP \[::\]:$RELAY_PORT" "$SERVER_LOG"
+# The line is written just after listen(), so the socket can be seen first.
+check "server logs that the relay listens" \
+  wait_for 20 0.1 grep -q "relay: listening on TCP \[::\]:$RELAY_PORT" "$SERVER_LOG"
 
 # --- the Python side -------------------------------------------------------------------------
 cat >"$WORKDIR/relay.py" <<'EOF'

@@ -109,6 +109,8 @@ SERVER_PID=$!
 track_pid $SERVER_PID
 wait_for 100 0.1 udp_listening "$NSS" $STUN_PORT || die "meshwg-server did not listen on UDP $STUN_PORT"
 wait_for 100 0.1 udp_listening "$NSS" $WGSTUN_PORT || die "meshwg-server did not listen on UDP $WGSTUN_PORT"
+# The relay's line can trail the UDP sockets by a few milliseconds: give it 2 s.
+wait_for 20 0.1 grep -q "relay: listening on TCP $SERVER4:443" "$SERVER_LOG" || true
 check "server logs its relay listening on TCP $SERVER4:443, and runs" \
   bash -c "grep -q 'relay: listening on TCP $SERVER4:443' '$SERVER_LOG' && kill -0 $SERVER_PID"
 
