@@ -68,14 +68,37 @@ EOF
 T_CUT=$(now_s)
 log "UDP between the NATs cut"
 
+# A first ban lasts 5 s from the fallback, shorter than a slow status round of both sides may
+# take: watch each side for it from the cut on, in the background, and look at the result later.
+# watch_ban NS IFNAME ENDPOINT OUT: fell_back_and_banned every 0.1 s for at most 20 s.
+watch_ban() {
+  local deadline=$(($(now_us) + 20000000))
+  while (($(now_us) < deadline)); do
+    fell_back_and_banned "$1" "$2" "$3" >"$4" 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+watch_ban "$CA" "$IFA" "$EP_A" "$WORKDIR/ban_a.out" &
+BAN_A=$!
+track_pid "$BAN_A"
+watch_ban "$CB" "$IFB" "$EP_B" "$WORKDIR/ban_b.out" &
+BAN_B=$!
+track_pid "$BAN_B"
+ban_seen() {  # PID OUT: what watch_ban PID ended with
+  local rc=0
+  wait "$1" || rc=$?
+  cat "$2"
+  return "$rc"
+}
+
 check "cut: both sides relayed within 10 s" \
   save_out to_relay wait_both_path "$T_CUT" 10 relayed "$CA" "$IFA" "$CB" "$IFB"
 note "cut -> both relayed: $(saved to_relay) s"
-# Right away: a first ban lasts only a few seconds.
-check "a counted a fallback and bans the pair to $EP_A" fell_back_and_banned "$CA" "$IFA" "$EP_A"
-check "b counted a fallback and bans the pair to $EP_B" fell_back_and_banned "$CB" "$IFB" "$EP_B"
-note "a's bans after the cut: $(peer_field "$CA" "$IFA" bans 2>/dev/null || echo '?')"
-note "b's bans after the cut: $(peer_field "$CB" "$IFB" bans 2>/dev/null || echo '?')"
+check "a counted a fallback and bans the pair to $EP_A" ban_seen "$BAN_A" "$WORKDIR/ban_a.out"
+check "b counted a fallback and bans the pair to $EP_B" ban_seen "$BAN_B" "$WORKDIR/ban_b.out"
+note "a after the cut: $(head -n 1 "$WORKDIR/ban_a.out")"
+note "b after the cut: $(head -n 1 "$WORKDIR/ban_b.out")"
 
 check "cut: a's endpoint is the relay's loopback socket" path_is "$CA" "$IFA" relayed 127.0.0.1:
 check "cut: b's endpoint is the relay's loopback socket" path_is "$CB" "$IFB" relayed 127.0.0.1:

@@ -41,6 +41,7 @@ import socket, struct, sys, os, time
 out, stop, limit = sys.argv[1], sys.argv[2], float(sys.argv[3])
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
 s.bind(("eth0", 0)); s.settimeout(0.2)
+open(out + ".ready", "w").close()  # capturing from here on: the peers may start
 end = time.time() + limit; n = 0
 with open(out, "wb") as f:
     while time.time() < end and not os.path.exists(stop):
@@ -61,7 +62,7 @@ ip netns exec "$SRV" timeout 40 "$PY" "$WORKDIR/sniff.py" "$WORKDIR/relay.bin" "
   >"$WORKDIR/sniff.log" 2>&1 &
 SNIFF_PID=$!
 track_pid "$SNIFF_PID"
-sleep 0.3
+wait_for 100 0.1 test -e "$WORKDIR/relay.bin.ready" || die "the capture did not start"
 
 start_mesh_peers || die "meshwg peers did not start"
 

@@ -341,7 +341,8 @@ def flood():
         pass
     p = os.urandom(100)
     b.send(frame(SEND, victim.pub + p))
-    victim.recv_from(b.pub, p)
+    # A stall of over 1 s on a loaded machine can leave flood frames queued ahead of it.
+    victim.recv_from(b.pub, p, skip_others=True)
     victim.close()
     f.close()
     return "%d of %d frames reached the victim, %.1f s" % (got, 192 * 64, time.monotonic() - t0)
@@ -359,6 +360,7 @@ print("ok flood: %s; A and B still forward" % r, flush=True)
 
 # --- many unauthenticated connections: held until the server is full ---
 held, refused = [], 0
+t_held = time.monotonic()
 for i in range(MAX_CLIENTS + 100):
     try:
         c = Conn(HOST4 if i % 2 else HOST6, timeout=2.0)
@@ -366,6 +368,13 @@ for i in range(MAX_CLIENTS + 100):
         refused += 1
         continue
     held.append(c)
+# At once: the first held connections reach the auth timeout (5 s) and free slots after that.
+try:
+    Client(HOST4).authenticate()
+    if time.monotonic() - t_held < 4.5:
+        fail("a new client got in while the server was full")
+except (ConnectionError, ConnectionResetError, TimeoutError, OSError):
+    pass
 exchange(a, b, "while the server is full")
 # The ones beyond the bound were closed without a hello.
 full = 0
@@ -378,11 +387,6 @@ for c in held[MAX_CLIENTS:]:
         pass
 if full < 90:
     fail("only %d of the connections beyond --relay-max-clients were refused" % full)
-try:
-    Client(HOST4).authenticate()
-    fail("a new client got in while the server was full")
-except (ConnectionError, ConnectionResetError, TimeoutError, OSError):
-    pass
 # The held ones are closed by the server after the auth timeout (5 s).
 t0 = time.monotonic()
 timed_out = sum(1 for c in held[:MAX_CLIENTS - 2] if c.closed_by_server(timeout=9.0 - (time.monotonic() - t0)))

@@ -246,7 +246,7 @@ ip -n "$NS2" addr add 192.168.242.2/24 dev "$IF3" && ip -n "$NS2" link set "$IF3
 
 counters() {
   local rx tx lrx ltx hs
-  nsx "$NS1" ping -4 -n -q -c 10 -f -W 1 192.168.242.2 || return 1
+  nsx "$NS1" ping -4 -n -q -c 10 -f -W 1 -w 10 192.168.242.2 || return 1
   read -r _ rx tx < <(wgx "$NS1" show "$IF2" transfer)
   # TUN statistics as the kernel sees them: RX = what the daemon wrote, TX = what it read.
   read -r lrx ltx < <(ip -n "$NS1" -j -s link show dev "$IF2" |
