@@ -594,16 +594,19 @@ void MeshControl::on_datagram(int fd) {
   }
 }
 
-// The device sent a WireGuard message to a relayed peer's loopback endpoint.
+// The device sent WireGuard messages to a relayed peer's loopback endpoint. They are queued
+// as they are read and written to the relay's TCP connection together after the batch: one
+// send for a burst instead of one per packet.
 void MeshControl::on_relayed_datagram(RelayedPeer& p) {
   uint8_t buf[1 + 65536];
   buf[0] = kRelayTagWireGuard;
+  bool queued = false;
   for (size_t i = 0; i < kMaxDatagramsPerWake; ++i) {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
     const ssize_t n =
         ::recvfrom(p.fd, buf + 1, sizeof(buf) - 1, 0, reinterpret_cast<sockaddr*>(&ss), &len);
-    if (n < 0) return;
+    if (n < 0) break;
     // Only the device's own socket may use this path: anything else on the host that finds
     // the port is ignored.
     const auto from = dataplane::Endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
@@ -618,11 +621,14 @@ void MeshControl::on_relayed_datagram(RelayedPeer& p) {
       p.last_initiation.assign(buf, buf + 1 + n);
       p.last_initiation_at = Clock::now();
     }
-    if (relay_ && relay_->send(p.key, {buf, size_t(n) + 1}))
+    if (relay_ && relay_->queue_send(p.key, {buf, size_t(n) + 1})) {
       ++p.to_relay;
-    else
+      queued = true;
+    } else {
       ++p.dropped;
+    }
   }
+  if (queued) (void)relay_->flush();  // a failure is the relay client's: it reconnects
 }
 
 void MeshControl::on_relay_payload(const crypto::PublicKey& src, std::span<const uint8_t> payload) {

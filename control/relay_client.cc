@@ -48,7 +48,7 @@ RelayClient::~RelayClient() {
 short RelayClient::events() const {
   if (fd_ < 0) return 0;
   if (state_ == State::kConnecting) return POLLOUT;
-  return short(POLLIN | (out_.empty() ? 0 : POLLOUT));
+  return short(POLLIN | (queued() == 0 ? 0 : POLLOUT));
 }
 
 RelayClient::Clock::time_point RelayClient::next_deadline() const {
@@ -79,7 +79,7 @@ void RelayClient::fail(Clock::time_point now, const std::string& why) {
   fd_ = -1;
   state_ = State::kIdle;
   out_.clear();
-  out_bytes_ = out_offset_ = 0;
+  out_off_ = 0;
   // Jitter spreads the reconnects of many clients after a relay restart.
   std::uniform_int_distribution<int64_t> jitter(0, backoff_.count() / 4);
   next_attempt_ = now + backoff_ + std::chrono::milliseconds(jitter(rng_));
@@ -108,42 +108,49 @@ void RelayClient::tick(Clock::time_point now) {
   }
 }
 
-void RelayClient::queue_frame(std::vector<uint8_t>&& frame) {
-  if (frame.empty()) return;
-  out_bytes_ += frame.size();
-  out_.push_back(std::move(frame));
+void RelayClient::make_room(size_t more) {
+  if (out_off_ == 0 || out_.size() + more <= out_.capacity()) return;
+  out_.erase(out_.begin(), out_.begin() + ptrdiff_t(out_off_));
+  out_off_ = 0;
+}
+
+void RelayClient::queue_frame(std::span<const uint8_t> frame) {
+  make_room(frame.size());
+  out_.insert(out_.end(), frame.begin(), frame.end());
+}
+
+bool RelayClient::queue_send(const crypto::PublicKey& dst, std::span<const uint8_t> payload) {
+  const size_t frame = kRelayHeaderSize + kRelayKeySize + payload.size();
+  if (state_ != State::kUp || queued() + frame > opt_.max_queued_bytes) {
+    ++dropped_;
+    return false;
+  }
+  make_room(frame);
+  if (!relay_append_send(out_, dst, payload)) {
+    ++dropped_;
+    return false;
+  }
+  return true;
 }
 
 bool RelayClient::send(const crypto::PublicKey& dst, std::span<const uint8_t> payload) {
-  if (state_ != State::kUp || out_bytes_ + payload.size() > opt_.max_queued_bytes) {
-    ++dropped_;
-    return false;
-  }
-  auto frame = relay_encode_send(dst, payload);
-  if (frame.empty()) {
-    ++dropped_;
-    return false;
-  }
-  queue_frame(std::move(frame));
-  return flush();
+  return queue_send(dst, payload) && flush();
 }
 
-// Writes what the socket takes now. False after a fatal error (the connection is gone).
 bool RelayClient::flush() {
-  while (!out_.empty() && fd_ >= 0) {
-    const auto& f = out_.front();
-    const ssize_t n = ::send(fd_, f.data() + out_offset_, f.size() - out_offset_, MSG_NOSIGNAL);
+  while (queued() > 0 && fd_ >= 0) {
+    const ssize_t n = ::send(fd_, out_.data() + out_off_, queued(), MSG_NOSIGNAL);
     if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) return true;
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) return true;
       fail(Clock::now(), std::string("send: ") + std::strerror(errno));
       return false;
     }
-    out_offset_ += size_t(n);
-    if (out_offset_ == f.size()) {
-      out_bytes_ -= f.size();
-      out_.pop_front();
-      out_offset_ = 0;
-    }
+    out_off_ += size_t(n);
+  }
+  if (queued() == 0) {
+    out_.clear();
+    out_off_ = 0;
   }
   return true;
 }

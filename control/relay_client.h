@@ -11,7 +11,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <deque>
 #include <functional>
 #include <random>
 #include <span>
@@ -60,8 +59,14 @@ class RelayClient {
 
   State state() const { return state_; }
   bool up() const { return state_ == State::kUp; }
-  // Queues one payload for dst. False (and counted) when not up or the queue is full.
+  // Queues one payload for dst and writes what the socket takes. False (and counted) when not
+  // up or the queue is full, or when the write failed (the connection is gone then).
   bool send(const crypto::PublicKey& dst, std::span<const uint8_t> payload);
+  // Queues without writing, for a caller that batches: several frames go out in one write
+  // at its flush(). False (and counted) when not up or the queue is full.
+  bool queue_send(const crypto::PublicKey& dst, std::span<const uint8_t> payload);
+  // Writes what the socket takes now; the rest waits for POLLOUT. False after a fatal error.
+  bool flush();
 
   uint64_t connects() const { return connects_; }
   uint64_t dropped() const { return dropped_; }
@@ -71,8 +76,10 @@ class RelayClient {
   void start_connect(Clock::time_point now);
   void fail(Clock::time_point now, const std::string& why);
   void handle_frame(const RelayFrame& f, Clock::time_point now);
-  void queue_frame(std::vector<uint8_t>&& frame);
-  bool flush();
+  void queue_frame(std::span<const uint8_t> frame);
+  // Drops the bytes already written when the buffer would otherwise grow by `more`.
+  void make_room(size_t more);
+  size_t queued() const { return out_.size() - out_off_; }
 
   crypto::Key my_private_;
   crypto::PublicKey my_public_;
@@ -84,9 +91,8 @@ class RelayClient {
   State state_ = State::kIdle;
   RelayChallenge challenge_{};
   RelayFrameReader reader_;
-  std::deque<std::vector<uint8_t>> out_;
-  size_t out_bytes_ = 0;
-  size_t out_offset_ = 0;  // bytes of out_.front() already written
+  std::vector<uint8_t> out_;  // queued frames are out_[out_off_, size), back to back
+  size_t out_off_ = 0;
   std::chrono::milliseconds backoff_;
   Clock::time_point next_attempt_{};
   Clock::time_point deadline_{};  // connect/auth timeout

@@ -7,14 +7,17 @@
 //                     Send ─► on_send ─► enqueue(dst) | PeerAbsent ─► enqueue(self)
 //                     Ping ─► enqueue(self, Pong)
 //     client OUT (registered only while its queue is non-empty) ──► flush
+//     (frames queued while a client's input is handled are corked: uncork writes each
+//      destination's batch with one send after that client's event)
 //     on_tick ──► auth / idle deadlines (front of pending, back of active)
 //
-// enqueue() writes straight to the socket when the client's queue is empty (the common case:
-// no copy) and queues the unwritten rest. A failed write never closes a client inside another
-// client's handler (or its own: a Pong to itself): the client is marked and closed after the
-// event being handled (close_failed_writers), so no handler ever sees a freed client. epoll
-// events carry (generation << 32 | fd), so an event for a connection closed earlier in the
-// same batch, whose fd may even be reused already, is recognised and skipped.
+// enqueue() appends to the client's queue and writes it at once, or, while corked, at
+// uncork(); what the socket does not take waits for EPOLLOUT. A failed write never closes a
+// client inside another client's handler (or its own: a Pong to itself): the client is marked
+// and closed after the event being handled (close_failed_writers), so no handler ever sees a
+// freed client. epoll events carry (generation << 32 | fd), so an event for a connection
+// closed earlier in the same batch, whose fd may even be reused already, is recognised and
+// skipped; the corked list uses the same tags.
 #include "control/relay_server.h"
 
 #include <fmt/format.h>
@@ -23,7 +26,6 @@
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -69,6 +71,7 @@ struct RelayServer::Client {
   Endpoint peer;
   bool authed = false;
   bool want_write = false;    // EPOLLOUT registered
+  bool corked = false;        // in corked_: queued frames not tried yet
   bool write_failed = false;  // closed after the current event (failed_writers_)
   crypto::PublicKey key{};    // once authed
   RelayChallenge challenge{};
@@ -206,8 +209,11 @@ size_t RelayServer::on_readable(Instant now) {
     Client* c = lookup(e.data.u64);
     if (c == nullptr) continue;  // closed earlier in this batch
     bool alive = true;
-    if (!c->write_failed && (e.events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+    if (!c->write_failed && (e.events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+      corking_ = true;
       alive = on_client_readable(*c, now);
+      uncork();
+    }
     if (alive && !c->write_failed && (e.events & EPOLLOUT)) flush(*c);
     close_failed_writers();
   }
@@ -444,44 +450,43 @@ bool RelayServer::enqueue(Client& c, std::initializer_list<std::span<const uint8
   if (c.write_failed) return false;
   size_t total = 0;
   for (const auto& p : parts) total += p.size();
-  if (c.queued() + total > opt_.max_queue_bytes) return false;
-  size_t written = 0;
-  iovec iov[4];
-  if (c.queued() == 0 && parts.size() <= std::size(iov)) {
-    size_t k = 0;
-    for (const auto& p : parts) iov[k++] = {const_cast<uint8_t*>(p.data()), p.size()};
-    msghdr m{};
-    m.msg_iov = iov;
-    m.msg_iovlen = k;
-    ssize_t n = ::sendmsg(c.fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0 && errno == EINTR) n = ::sendmsg(c.fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK) {
-        c.write_failed = true;
-        failed_writers_.emplace_back(c.fd, c.gen);
-        return false;
-      }
-      n = 0;
-    }
-    written = size_t(n);
-    if (written == total) return true;
+  if (c.queued() + total > opt_.max_queue_bytes && c.corked) {
+    // Full of corked frames the socket may well take: write them now rather than drop.
+    c.corked = false;
+    flush(c);
+    if (c.write_failed) return false;
   }
-  // Queue the unwritten rest. Compact first so the buffer never outgrows max_queue_bytes.
-  const size_t rest = total - written;
-  if (c.out_off > 0 && c.out.size() + rest > c.out.capacity()) {
+  if (c.queued() + total > opt_.max_queue_bytes) return false;
+  // Compact first so the buffer never outgrows max_queue_bytes.
+  if (c.out_off > 0 && c.out.size() + total > c.out.capacity()) {
     c.out.erase(c.out.begin(), c.out.begin() + ptrdiff_t(c.out_off));
     c.out_off = 0;
   }
-  if (c.out.size() + rest > c.out.capacity())
-    c.out.reserve(std::min(opt_.max_queue_bytes, std::max(c.out.size() + rest, 2 * c.out.capacity())));
-  size_t skip = written;
-  for (const auto& p : parts) {
-    const size_t s = std::min(skip, p.size());
-    skip -= s;
-    c.out.insert(c.out.end(), p.begin() + ptrdiff_t(s), p.end());
+  if (c.out.size() + total > c.out.capacity())
+    c.out.reserve(std::min(opt_.max_queue_bytes, std::max(c.out.size() + total, 2 * c.out.capacity())));
+  for (const auto& p : parts) c.out.insert(c.out.end(), p.begin(), p.end());
+  if (c.want_write) return true;  // EPOLLOUT writes it
+  if (!corking_) {
+    flush(c);
+    return !c.write_failed;
   }
-  set_want_write(c, true);
+  if (!c.corked) {
+    c.corked = true;
+    corked_.emplace_back(c.fd, c.gen);
+  }
   return true;
+}
+
+void RelayServer::uncork() {
+  corking_ = false;
+  // Clients closed meanwhile are skipped by their generation; flush never closes one.
+  for (const auto& [fd, gen] : corked_) {
+    Client* c = lookup(tag_of(fd, gen));
+    if (c == nullptr || !c->corked) continue;
+    c->corked = false;
+    if (!c->write_failed) flush(*c);
+  }
+  corked_.clear();
 }
 
 void RelayServer::flush(Client& c) {
@@ -489,14 +494,17 @@ void RelayServer::flush(Client& c) {
     const ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.queued(), MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       c.write_failed = true;
       failed_writers_.emplace_back(c.fd, c.gen);
       return;
     }
     c.out_off += size_t(n);
   }
-  if (c.queued() != 0) return;
+  if (c.queued() != 0) {
+    set_want_write(c, true);  // a corked client may not be registered yet
+    return;
+  }
   c.out.clear();
   c.out_off = 0;
   if (c.out.capacity() > kKeepQueueCapacity) std::vector<uint8_t>().swap(c.out);

@@ -149,10 +149,16 @@ class RelayServer {
   bool on_frame(Client& c, const RelayFrame& f, Instant now);
   bool on_auth(Client& c, const RelayFrame& f, Instant now);
   void on_send(Client& c, std::span<const uint8_t> body, Instant now);
-  // Appends a frame (given in parts) to c's queue, writing at once when the queue is empty.
-  // False when it did not fit (nothing queued) or c's socket failed (c is closed later).
+  // Appends a frame (given in parts) to c's queue, writing at once when the queue is empty
+  // and nothing is corked. False when it did not fit (nothing queued) or c's socket failed
+  // (c is closed later).
   bool enqueue(Client& c, std::initializer_list<std::span<const uint8_t>> parts);
+  // Writes what c's socket takes; EPOLLOUT stays registered while anything is left.
   void flush(Client& c);
+  // While one client's input is handled, frames for any client are only queued (corked) and
+  // written by uncork() afterwards: one send per destination for a whole read instead of one
+  // per frame.
+  void uncork();
   void set_want_write(Client& c, bool want);
   // Closes and frees c, counting `why` (nothing for kCount).
   void close_client(Client& c, RelayServerCounter why);
@@ -174,6 +180,8 @@ class RelayServer {
   ClientList pending_;  // unauthenticated, in accept order (so in deadline order)
   ClientList active_;   // authenticated, most recent frame first
   std::vector<std::pair<int, uint32_t>> failed_writers_;  // (fd, generation) to close
+  bool corking_ = false;
+  std::vector<std::pair<int, uint32_t>> corked_;  // (fd, generation) with unwritten frames
   uint32_t next_gen_ = 1;
 
   std::vector<uint8_t> chunk_;  // kRelayReadChunk: every read lands here first

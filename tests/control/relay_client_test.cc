@@ -118,6 +118,32 @@ TEST(RelayClient, TwoClientsExchangePayloadsThroughTheRelay) {
   EXPECT_GE(srv.server->count(RelayServerCounter::kAuthenticated), 2u);
 }
 
+TEST(RelayClient, QueuedSendsAreBoundedAndGoOutInOrder) {
+  ASSERT_TRUE(crypto::init());
+  ServerThread srv;
+  ASSERT_TRUE(srv.start(0));
+  const auto at = srv.server->local();
+  Keys ka, kb;
+  auto small = fast();
+  small.max_queued_bytes = 8192;
+  RelayClient a(ka.priv, ka.pub, srv.keys.pub, at, small), b(kb.priv, kb.pub, srv.keys.pub, at, fast());
+  std::vector<std::vector<uint8_t>> got;
+  b.on_receive = [&](const crypto::PublicKey&, std::span<const uint8_t> p) { got.emplace_back(p.begin(), p.end()); };
+  ASSERT_TRUE(pump({&a, &b}, [&] { return a.up() && b.up(); }));
+  // Frames of 4 + 32 + 1000 bytes: 7 fit in 8192, the 8th is refused and counted.
+  const auto payload = [](uint8_t n) { return std::vector<uint8_t>(1000, n); };
+  for (uint8_t i = 0; i < 7; ++i) ASSERT_TRUE(a.queue_send(kb.pub, payload(i))) << int(i);
+  EXPECT_FALSE(a.queue_send(kb.pub, payload(7)));
+  EXPECT_EQ(a.dropped(), 1u);
+  ASSERT_TRUE(a.flush());
+  // Once written, the queue takes more; all arrive whole and in the order queued.
+  ASSERT_TRUE(pump({&a, &b}, [&] { return got.size() == 7; }));
+  for (uint8_t i = 8; i < 15; ++i) ASSERT_TRUE(a.queue_send(kb.pub, payload(i))) << int(i);
+  ASSERT_TRUE(pump({&a, &b}, [&] { return got.size() == 14; }));  // written on POLLOUT
+  for (size_t i = 0; i < got.size(); ++i)
+    EXPECT_EQ(got[i], payload(uint8_t(i < 7 ? i : i + 1))) << i;
+}
+
 TEST(RelayClient, WrongServerKeyNeverComesUp) {
   ASSERT_TRUE(crypto::init());
   ServerThread srv;

@@ -506,6 +506,34 @@ TEST(RelayServer, SlowReaderDropsAreCountedOthersServed) {
   EXPECT_TRUE(forwards(a, b, pattern(64, 6)));
 }
 
+// Frames read together are written to each destination together (corked); a destination
+// whose queue fills with them is written before anything is dropped. With up to 1 MiB read
+// per event and the smallest queue, a 160 KiB burst only arrives whole because of that.
+TEST(RelayServer, ABurstLargerThanTheQueueArrivesWholeAndInOrder) {
+  RelayServerOptions opt;
+  opt.max_queue_bytes = 0;  // raised to one largest frame
+  opt.max_reads_per_wake = 64;
+  ServerThread s(opt);
+  TestClient a, b;
+  ASSERT_TRUE(a.join(s));
+  ASSERT_TRUE(b.join(s, 1 << 22));  // its receive buffer holds the whole burst
+  Bytes burst;
+  constexpr int kFrames = 160;
+  for (int i = 0; i < kFrames; ++i) {
+    const Bytes f = relay_encode_send(b.keys.pub, pattern(1000, uint8_t(i)));
+    burst.insert(burst.end(), f.begin(), f.end());
+  }
+  ASSERT_TRUE(a.write(burst));
+  ASSERT_TRUE(a.ping_pong(1));  // a Pong to a, corked among nothing: still answered
+  for (int i = 0; i < kFrames; ++i) {
+    const auto got = b.recv_payload();
+    ASSERT_TRUE(got) << "frame " << i;
+    ASSERT_EQ(got->second, pattern(1000, uint8_t(i))) << "frame " << i;
+  }
+  EXPECT_EQ(s.count(C::kDroppedQueueFull), 0u);
+  EXPECT_EQ(s.count(C::kFramesForwarded), uint64_t(kFrames));
+}
+
 // ---- scale ----
 
 // Raises RLIMIT_NOFILE to at least n (root may raise the hard limit too).
