@@ -294,20 +294,29 @@ def drain():
             else:
                 counts["bad_replies"] += 1
 
+def settle(secs):
+    deadline = time.time() + secs
+    while time.time() < deadline:
+        drain()
+        time.sleep(0.05)
+
 for i in range(n_junk):
     send(junk_sock, junk_kinds[i % len(junk_kinds)]())
     if i % 100 == 0:
         drain()
+# The junk must not still fill the server's socket buffer when the initiations arrive (on a
+# loaded machine the kernel would drop them there, unseen by the server and its counters).
+settle(0.5)
+# Bursts of 50, 20 ms apart: far above the load threshold (per second), yet small enough for
+# the server's socket buffer while it waits for a CPU.
 for i, d in enumerate(inits):
     send(init_sock, d)
     if i % 4 == 0 and garbage:
         send(garbage_sock, garbage.pop())
-    if i % 50 == 0:
+    if i % 50 == 49:
         drain()
-deadline = time.time() + 2
-while time.time() < deadline:
-    drain()
-    time.sleep(0.05)
+        time.sleep(0.02)
+settle(2)
 print(" ".join(f"{k}={v}" for k, v in counts.items()))
 EOF
 
