@@ -39,6 +39,7 @@ RelayClient::RelayClient(const crypto::Key& my_private, const crypto::PublicKey&
       server_public_(server_public),
       server_(server),
       opt_(opt),
+      out_(opt.max_queued_bytes),
       backoff_(opt.backoff_min) {}
 
 RelayClient::~RelayClient() {
@@ -48,7 +49,7 @@ RelayClient::~RelayClient() {
 short RelayClient::events() const {
   if (fd_ < 0) return 0;
   if (state_ == State::kConnecting) return POLLOUT;
-  return short(POLLIN | (queued() == 0 ? 0 : POLLOUT));
+  return short(POLLIN | (out_.empty() ? 0 : POLLOUT));
 }
 
 RelayClient::Clock::time_point RelayClient::next_deadline() const {
@@ -79,7 +80,6 @@ void RelayClient::fail(Clock::time_point now, const std::string& why) {
   fd_ = -1;
   state_ = State::kIdle;
   out_.clear();
-  out_off_ = 0;
   // Jitter spreads the reconnects of many clients after a relay restart.
   std::uniform_int_distribution<int64_t> jitter(0, backoff_.count() / 4);
   next_attempt_ = now + backoff_ + std::chrono::milliseconds(jitter(rng_));
@@ -98,7 +98,7 @@ void RelayClient::tick(Clock::time_point now) {
         last_ping_ = now;
         RelayPingToken token{};
         randombytes_buf(token.data(), token.size());
-        queue_frame(relay_encode_ping(token));
+        out_.push(relay_encode_ping(token));
         (void)flush();
       }
       return;
@@ -108,25 +108,9 @@ void RelayClient::tick(Clock::time_point now) {
   }
 }
 
-void RelayClient::make_room(size_t more) {
-  if (out_off_ == 0 || out_.size() + more <= out_.capacity()) return;
-  out_.erase(out_.begin(), out_.begin() + ptrdiff_t(out_off_));
-  out_off_ = 0;
-}
-
-void RelayClient::queue_frame(std::span<const uint8_t> frame) {
-  make_room(frame.size());
-  out_.insert(out_.end(), frame.begin(), frame.end());
-}
-
 bool RelayClient::queue_send(const crypto::PublicKey& dst, std::span<const uint8_t> payload) {
-  const size_t frame = kRelayHeaderSize + kRelayKeySize + payload.size();
-  if (state_ != State::kUp || queued() + frame > opt_.max_queued_bytes) {
-    ++dropped_;
-    return false;
-  }
-  make_room(frame);
-  if (!relay_append_send(out_, dst, payload)) {
+  if (state_ != State::kUp || payload.size() > kRelayMaxPayload ||
+      !out_.append({relay_header(RelayFrameType::kSend, kRelayKeySize + payload.size()), dst, payload})) {
     ++dropped_;
     return false;
   }
@@ -138,21 +122,9 @@ bool RelayClient::send(const crypto::PublicKey& dst, std::span<const uint8_t> pa
 }
 
 bool RelayClient::flush() {
-  while (queued() > 0 && fd_ >= 0) {
-    const ssize_t n = ::send(fd_, out_.data() + out_off_, queued(), MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) return true;
-      fail(Clock::now(), std::string("send: ") + std::strerror(errno));
-      return false;
-    }
-    out_off_ += size_t(n);
-  }
-  if (queued() == 0) {
-    out_.clear();
-    out_off_ = 0;
-  }
-  return true;
+  if (fd_ < 0 || out_.write_to(fd_)) return true;
+  fail(Clock::now(), std::string("send: ") + std::strerror(errno));
+  return false;
 }
 
 void RelayClient::on_ready(short revents, Clock::time_point now) {
@@ -205,7 +177,7 @@ void RelayClient::handle_frame(const RelayFrame& f, Clock::time_point now) {
       RelayProof proof{};
       if (!relay_client_proof(my_private_, server_public_, challenge_, my_public_, proof))
         return fail(now, "cannot compute the authentication proof");
-      queue_frame(relay_encode_client_auth(my_public_, proof));
+      out_.push(relay_encode_client_auth(my_public_, proof));
       state_ = State::kAwaitAuthOk;
       (void)flush();
       return;
@@ -242,7 +214,7 @@ void RelayClient::handle_frame(const RelayFrame& f, Clock::time_point now) {
     }
     case RelayFrameType::kPing:
       if (const auto t = parse_ping(f.body)) {
-        queue_frame(relay_encode_pong(*t));
+        out_.push(relay_encode_pong(*t));
         (void)flush();
       }
       return;

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "control/relay_proto.h"
+#include "control/send_queue.h"
 #include "crypto/primitives.h"
 #include "dataplane/ip.h"
 
@@ -76,10 +77,6 @@ class RelayClient {
   void start_connect(Clock::time_point now);
   void fail(Clock::time_point now, const std::string& why);
   void handle_frame(const RelayFrame& f, Clock::time_point now);
-  void queue_frame(std::span<const uint8_t> frame);
-  // Drops the bytes already written when the buffer would otherwise grow by `more`.
-  void make_room(size_t more);
-  size_t queued() const { return out_.size() - out_off_; }
 
   crypto::Key my_private_;
   crypto::PublicKey my_public_;
@@ -91,8 +88,7 @@ class RelayClient {
   State state_ = State::kIdle;
   RelayChallenge challenge_{};
   RelayFrameReader reader_;
-  std::vector<uint8_t> out_;  // queued frames are out_[out_off_, size), back to back
-  size_t out_off_ = 0;
+  SendQueue out_;
   std::chrono::milliseconds backoff_;
   Clock::time_point next_attempt_{};
   Clock::time_point deadline_{};  // connect/auth timeout

@@ -31,24 +31,16 @@ size_t fixed_body(RelayFrameType t) {
   return 0;
 }
 
-bool append_frame(std::vector<uint8_t>& out, RelayFrameType t,
-                  std::initializer_list<std::span<const uint8_t>> parts) {
+std::vector<uint8_t> frame_of(RelayFrameType t, std::initializer_list<std::span<const uint8_t>> parts) {
   size_t len = 0;
   for (const auto& p : parts) len += p.size();
   if (len > kRelayMaxBody || relay_check_header(uint8_t(t), 0, len) != RelayMalformed::kOk)
-    return false;
-  const auto h = relay_header(t, len);
-  out.insert(out.end(), h.begin(), h.end());
-  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
-  return true;
-}
-
-std::vector<uint8_t> frame_of(RelayFrameType t, std::initializer_list<std::span<const uint8_t>> parts) {
-  size_t len = kRelayHeaderSize;
-  for (const auto& p : parts) len += p.size();
+    return {};
   std::vector<uint8_t> f;
-  f.reserve(len);
-  if (!append_frame(f, t, parts)) return {};
+  f.reserve(kRelayHeaderSize + len);
+  const auto h = relay_header(t, len);
+  f.insert(f.end(), h.begin(), h.end());
+  for (const auto& p : parts) f.insert(f.end(), p.begin(), p.end());
   return f;
 }
 
@@ -129,11 +121,6 @@ std::vector<uint8_t> relay_encode_auth_ok(const RelayProof& proof_server) {
 
 std::vector<uint8_t> relay_encode_send(const crypto::PublicKey& dst, std::span<const uint8_t> payload) {
   return frame_of(RelayFrameType::kSend, {dst, payload});
-}
-
-bool relay_append_send(std::vector<uint8_t>& out, const crypto::PublicKey& dst,
-                       std::span<const uint8_t> payload) {
-  return append_frame(out, RelayFrameType::kSend, {dst, payload});
 }
 
 std::vector<uint8_t> relay_encode_recv(const crypto::PublicKey& src, std::span<const uint8_t> payload) {

@@ -115,12 +115,8 @@ using RelayPingToken = std::array<uint8_t, kRelayPingBody>;
 [[nodiscard]] std::vector<uint8_t> relay_encode_peer_absent(const crypto::PublicKey& dst);
 [[nodiscard]] std::vector<uint8_t> relay_encode_ping(const RelayPingToken& token);
 [[nodiscard]] std::vector<uint8_t> relay_encode_pong(const RelayPingToken& token);
-// Appends a whole Send frame to out instead, so a writer can batch frames in one buffer.
-// False (out unchanged) when relay_encode_send would return an empty vector.
-[[nodiscard]] bool relay_append_send(std::vector<uint8_t>& out, const crypto::PublicKey& dst,
-                                     std::span<const uint8_t> payload);
-// Just the 4-byte header, for writers that take the body from elsewhere (the server assembles
-// Recv frames from the sender's buffer). body_len must be <= kRelayMaxBody.
+// Just the 4-byte header, for writers that take the body from elsewhere (the server and the
+// client append frames to their send queues in parts). body_len must be <= kRelayMaxBody.
 [[nodiscard]] std::array<uint8_t, kRelayHeaderSize> relay_header(RelayFrameType t, size_t body_len);
 
 // ---- framing ----

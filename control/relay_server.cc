@@ -32,6 +32,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "control/send_queue.h"
 #include "control/status.h"
 
 namespace meshwg::control {
@@ -45,7 +46,6 @@ constexpr size_t kAbsentSlots = 8;  // PeerAbsent: at most this many per second 
 constexpr auto kAbsentInterval = std::chrono::seconds(1);
 constexpr int kMaxAcceptsPerWake = 64;
 constexpr size_t kKeepQueueCapacity = 64 * 1024;  // an emptied queue bigger than this is freed
-constexpr int kMaxWriteTries = 64;                 // send() calls per flush (EINTR, partial)
 
 uint64_t tag_of(int fd, uint32_t gen) { return uint64_t(gen) << 32 | uint32_t(fd); }
 
@@ -66,6 +66,7 @@ void log_limited(LogLimiter& limit, uint64_t& suppressed, std::chrono::steady_cl
 }  // namespace
 
 struct RelayServer::Client {
+  explicit Client(SendQueue q) : out(std::move(q)) {}
   int fd = -1;
   uint32_t gen = 0;
   Endpoint peer;
@@ -76,8 +77,7 @@ struct RelayServer::Client {
   crypto::PublicKey key{};    // once authed
   RelayChallenge challenge{};
   RelayFrameReader reader{kRelayHelloBody};  // only a ClientAuth fits until authenticated
-  std::vector<uint8_t> out;                  // queued bytes are out[out_off, size)
-  size_t out_off = 0;
+  SendQueue out;
   Instant since{};  // pending: accepted at; authenticated: last complete frame
   ClientList::iterator pos;  // in pending_ or active_
   struct Absent {
@@ -86,8 +86,6 @@ struct RelayServer::Client {
     bool used = false;
   };
   std::array<Absent, kAbsentSlots> absent{};  // PeerAbsent sent recently, by destination
-
-  size_t queued() const { return out.size() - out_off; }
 };
 
 const char* relay_server_counter_name(RelayServerCounter c) {
@@ -271,7 +269,7 @@ void RelayServer::accept_some(Instant now) {
     }
     const int one = 1;
     (void)::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));  // frames are latency
-    auto owned = std::make_unique<Client>();
+    auto owned = std::make_unique<Client>(SendQueue(opt_.max_queue_bytes, kKeepQueueCapacity));
     Client& c = *owned;
     c.fd = fd;
     c.gen = next_gen_++;
@@ -448,23 +446,13 @@ void RelayServer::on_send(Client& c, std::span<const uint8_t> body, Instant now)
 
 bool RelayServer::enqueue(Client& c, std::initializer_list<std::span<const uint8_t>> parts) {
   if (c.write_failed) return false;
-  size_t total = 0;
-  for (const auto& p : parts) total += p.size();
-  if (c.queued() + total > opt_.max_queue_bytes && c.corked) {
+  if (!c.out.append(parts)) {
+    if (!c.corked) return false;
     // Full of corked frames the socket may well take: write them now rather than drop.
     c.corked = false;
     flush(c);
-    if (c.write_failed) return false;
+    if (c.write_failed || !c.out.append(parts)) return false;
   }
-  if (c.queued() + total > opt_.max_queue_bytes) return false;
-  // Compact first so the buffer never outgrows max_queue_bytes.
-  if (c.out_off > 0 && c.out.size() + total > c.out.capacity()) {
-    c.out.erase(c.out.begin(), c.out.begin() + ptrdiff_t(c.out_off));
-    c.out_off = 0;
-  }
-  if (c.out.size() + total > c.out.capacity())
-    c.out.reserve(std::min(opt_.max_queue_bytes, std::max(c.out.size() + total, 2 * c.out.capacity())));
-  for (const auto& p : parts) c.out.insert(c.out.end(), p.begin(), p.end());
   if (c.want_write) return true;  // EPOLLOUT writes it
   if (!corking_) {
     flush(c);
@@ -490,25 +478,12 @@ void RelayServer::uncork() {
 }
 
 void RelayServer::flush(Client& c) {
-  for (int i = 0; i < kMaxWriteTries && c.queued() > 0; ++i) {
-    const ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.queued(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-      c.write_failed = true;
-      failed_writers_.emplace_back(c.fd, c.gen);
-      return;
-    }
-    c.out_off += size_t(n);
-  }
-  if (c.queued() != 0) {
-    set_want_write(c, true);  // a corked client may not be registered yet
+  if (!c.out.write_to(c.fd)) {
+    c.write_failed = true;
+    failed_writers_.emplace_back(c.fd, c.gen);
     return;
   }
-  c.out.clear();
-  c.out_off = 0;
-  if (c.out.capacity() > kKeepQueueCapacity) std::vector<uint8_t>().swap(c.out);
-  set_want_write(c, false);
+  set_want_write(c, !c.out.empty());  // a corked client may not be registered yet
 }
 
 void RelayServer::set_want_write(Client& c, bool want) {
