@@ -111,17 +111,18 @@ wait_for() {
 }
 
 # wait_until SECONDS INTERVAL CMD...: runs CMD every INTERVAL seconds until it succeeds or
-# SECONDS (an integer) have passed; each attempt is bounded like in wait_for. On failure it
-# prints what the last attempt printed, so a `check` shows why.
+# SECONDS (an integer) have passed; each attempt is bounded like in wait_for. It prints what
+# the last attempt printed (on failure after a line saying so), so a `check` shows why and a
+# caller may keep what was seen. Safe to run in the background (its scratch file is its own).
 wait_until() {
-  local secs=$1 interval=$2 deadline out="$WORKDIR/wait_until.out"
+  local secs=$1 interval=$2 deadline out="$WORKDIR/wait_until.$BASHPID.out"
   shift 2
   deadline=$(($(now_us) + secs * 1000000))
   while :; do
     if declare -F "$1" >/dev/null; then
-      "$@" >"$out" 2>&1 && return 0
+      "$@" >"$out" 2>&1 && { cat "$out"; return 0; }
     else
-      timeout "$CMD_TIMEOUT" "$@" >"$out" 2>&1 && return 0
+      timeout "$CMD_TIMEOUT" "$@" >"$out" 2>&1 && { cat "$out"; return 0; }
     fi
     (($(now_us) < deadline)) || break
     sleep "$interval"

@@ -70,22 +70,13 @@ log "UDP between the NATs cut"
 
 # A first ban lasts 5 s from the fallback, shorter than a slow status round of both sides may
 # take: watch each side for it from the cut on, in the background, and look at the result later.
-# watch_ban NS IFNAME ENDPOINT OUT: fell_back_and_banned every 0.1 s for at most 20 s.
-watch_ban() {
-  local deadline=$(($(now_us) + 20000000))
-  while (($(now_us) < deadline)); do
-    fell_back_and_banned "$1" "$2" "$3" >"$4" 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
-}
-watch_ban "$CA" "$IFA" "$EP_A" "$WORKDIR/ban_a.out" &
+wait_until 20 0.1 fell_back_and_banned "$CA" "$IFA" "$EP_A" >"$WORKDIR/ban_a.out" 2>&1 &
 BAN_A=$!
 track_pid "$BAN_A"
-watch_ban "$CB" "$IFB" "$EP_B" "$WORKDIR/ban_b.out" &
+wait_until 20 0.1 fell_back_and_banned "$CB" "$IFB" "$EP_B" >"$WORKDIR/ban_b.out" 2>&1 &
 BAN_B=$!
 track_pid "$BAN_B"
-ban_seen() {  # PID OUT: what watch_ban PID ended with
+ban_seen() {  # PID OUT: what the background wait_until PID ended with
   local rc=0
   wait "$1" || rc=$?
   cat "$2"
